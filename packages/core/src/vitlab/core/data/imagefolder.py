@@ -1,0 +1,244 @@
+"""ImageNet-layout classification data (``root/<split>/<class_name>/<image files>``) as a LightningDataModule.
+
+Used for MIM pre-training (labels ignored), fine-tuning and linear probing; the ``mode`` picks the
+train-time augmentation recipe, evaluation is always resize + centre crop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningDataModule
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+from torchvision import transforms as T
+from torchvision.datasets import ImageFolder
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
+
+from vitlab.core.data.constants import IMAGENET_MEAN, IMAGENET_STD
+from vitlab.core.data.io import DatasetFormatError
+
+__all__ = ["ImageFolderDataModule", "ImageFolderDictDataset", "build_eval_transform", "build_train_transform"]
+
+MODES = ("pretrain", "finetune", "linear_probe")
+_LAYOUT = "root/{split}/<class_name>/<image files> (ImageNet layout, one sub-folder per class)"
+
+
+def _layout(split: str) -> str:
+    return _LAYOUT.format(split=split)
+
+
+def load_rgb(path: str) -> Image.Image:
+    """PIL loader for ImageFolder that names the file when decoding fails (workers otherwise hide it)."""
+    try:
+        with open(path, "rb") as f, Image.open(f) as im:
+            return im.convert("RGB")
+    except Exception as e:
+        raise DatasetFormatError(f"{path}: cannot decode image: {type(e).__name__}: {e}") from e
+
+
+def build_train_transform(
+    mode: str,
+    size: int = 224,
+    auto_augment: str | None = None,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> Callable[[Image.Image], torch.Tensor]:
+    """Train-time augmentation per mode.
+
+    ``pretrain``: RandomResizedCrop(scale 0.2..1, bicubic) + flip, the MAE recipe (MIM needs little else).
+    ``finetune``: RandomResizedCrop(scale 0.08..1, bicubic) + flip, optionally a timm RandAugment/AutoAugment
+    policy string (e.g. ``"rand-m9-mstd0.5-inc1"``). ``linear_probe``: RandomResizedCrop + flip only, since
+    strong augmentation hurts a linear classifier on frozen features.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
+    if auto_augment is not None and mode != "finetune":
+        raise ValueError(f"auto_augment={auto_augment!r} is only supported with mode='finetune', got {mode!r}")
+    bicubic = T.InterpolationMode.BICUBIC
+    if mode == "finetune" and auto_augment:
+        from timm.data import create_transform  # optional path: only needed for RandAugment policies
+
+        return create_transform(
+            input_size=size,
+            is_training=True,
+            scale=(0.08, 1.0),
+            hflip=0.5,
+            color_jitter=None,
+            auto_augment=auto_augment,
+            interpolation="bicubic",
+            mean=mean,
+            std=std,
+        )
+    scale = (0.2, 1.0) if mode == "pretrain" else (0.08, 1.0)
+    return T.Compose(
+        [
+            T.RandomResizedCrop(size, scale=scale, interpolation=bicubic),
+            T.RandomHorizontalFlip(),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
+
+
+def build_eval_transform(
+    size: int = 224,
+    crop_pct: float = 0.875,
+    mean: tuple[float, ...] = IMAGENET_MEAN,
+    std: tuple[float, ...] = IMAGENET_STD,
+) -> Callable[[Image.Image], torch.Tensor]:
+    """Resize the short side to ``size / crop_pct`` (bicubic) then centre-crop ``size``: the standard ImageNet eval."""
+    if not 0 < crop_pct <= 1:
+        raise ValueError(f"crop_pct must be in (0, 1], got {crop_pct}")
+    return T.Compose(
+        [
+            T.Resize(int(size / crop_pct), interpolation=T.InterpolationMode.BICUBIC),
+            T.CenterCrop(size),
+            T.ToTensor(),
+            T.Normalize(mean, std),
+        ]
+    )
+
+
+def _check_split(root: Path, split: str) -> tuple[list[str], dict[str, int]]:
+    """Validate ``root/split`` and return its classes, with errors that show the expected layout."""
+    if not root.exists():
+        raise FileNotFoundError(f"{root}: dataset root not found; expected {_layout(split)}")
+    if not root.is_dir():
+        raise DatasetFormatError(f"{root}: dataset root is not a directory; expected {_layout(split)}")
+    folder = root / split
+    if not folder.is_dir():
+        present = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise FileNotFoundError(
+            f"{folder}: split folder not found (sub-folders present: {present}); expected {_layout(split)}"
+        )
+    try:
+        classes, class_to_idx = find_classes(str(folder))
+    except FileNotFoundError as e:
+        raise DatasetFormatError(f"{folder}: no class sub-folders; expected {_layout(split)}") from e
+    return classes, class_to_idx
+
+
+class ImageFolderDictDataset(Dataset):
+    """torchvision ``ImageFolder`` that returns ``{"image", "label"}`` dicts, the batch format used in vitlab."""
+
+    def __init__(self, root: str | Path, split: str, transform: Callable[[Image.Image], Any] | None = None):
+        root = Path(root)
+        _check_split(root, split)
+        folder = root / split
+        try:
+            self.folder = ImageFolder(str(folder), transform=transform, loader=load_rgb)
+        except FileNotFoundError as e:  # a class folder without any image file
+            raise DatasetFormatError(
+                f"{folder}: {e}; expected {_layout(split)} with image files ending in {', '.join(IMG_EXTENSIONS)}"
+            ) from e
+        self.classes: list[str] = self.folder.classes
+        self.class_to_idx: dict[str, int] = self.folder.class_to_idx
+
+    def __len__(self) -> int:
+        return len(self.folder)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        image, label = self.folder[index]
+        return {"image": image, "label": label}
+
+
+class ImageFolderDataModule(LightningDataModule):
+    """ImageNet-layout classification DataModule; batches are ``{"image": (B,3,H,W) float, "label": (B,) int64}``.
+
+    ``mode`` selects the train augmentation (see :func:`build_train_transform`); validation/test use the
+    ``val_split`` with :func:`build_eval_transform`. Class indices come from the sorted train class folders,
+    and the val split must contain exactly the same classes so labels cannot silently disagree.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        mode: str = "finetune",
+        size: int = 224,
+        batch_size: int = 64,
+        num_workers: int = 8,
+        train_split: str = "train",
+        val_split: str = "val",
+        pin_memory: bool = True,
+        auto_augment: str | None = None,
+        crop_pct: float = 0.875,
+        drop_last: bool = True,
+    ) -> None:
+        super().__init__()
+        if mode not in MODES:
+            raise ValueError(f"ImageFolderDataModule: unknown mode {mode!r}; expected one of {MODES}")
+        if auto_augment is not None and mode != "finetune":
+            raise ValueError(f"ImageFolderDataModule: auto_augment is only supported with mode='finetune', got {mode!r}")
+        self.save_hyperparameters()
+        self.root = Path(root)
+        self.mode = mode
+        self.size = size
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.train_split = train_split
+        self.val_split = val_split
+        self.pin_memory = pin_memory
+        self.auto_augment = auto_augment
+        self.crop_pct = crop_pct
+        self.drop_last = drop_last
+        self.train_dataset: ImageFolderDictDataset | None = None
+        self.val_dataset: ImageFolderDictDataset | None = None
+        self._classes: list[str] | None = None
+
+    @property
+    def classes(self) -> list[str]:
+        """Class folder names of the train split (sorted); readable before ``setup`` so models can be sized."""
+        if self._classes is None:
+            self._classes, _ = _check_split(self.root, self.train_split)
+        return self._classes
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def setup(self, stage: str | None = None) -> None:
+        if stage in (None, "fit") and self.train_dataset is None:
+            self.train_dataset = ImageFolderDictDataset(
+                self.root, self.train_split, build_train_transform(self.mode, self.size, self.auto_augment)
+            )
+            self._classes = self.train_dataset.classes
+        if stage in (None, "fit", "validate", "test") and self.val_dataset is None:
+            val = ImageFolderDictDataset(self.root, self.val_split, build_eval_transform(self.size, self.crop_pct))
+            if self._classes is None and not (self.root / self.train_split).is_dir():
+                self._classes = val.classes  # evaluation-only copy of the dataset: val defines the classes
+            if val.classes != self.classes:
+                only_train = sorted(set(self.classes) - set(val.classes))[:10]
+                only_val = sorted(set(val.classes) - set(self.classes))[:10]
+                raise DatasetFormatError(
+                    f"{self.root / self.val_split}: class folders differ from {self.root / self.train_split} "
+                    f"(only in train: {only_train}, only in val: {only_val}); both splits must hold the same "
+                    f"classes so that label indices agree ({_layout('<split>')})"
+                )
+            self.val_dataset = val
+
+    def _loader(self, dataset: ImageFolderDictDataset | None, train: bool) -> DataLoader:
+        if dataset is None:
+            raise RuntimeError("ImageFolderDataModule: call setup() before requesting a dataloader")
+        return DataLoader(
+            dataset,
+            batch_size=self.batch_size,
+            shuffle=train,
+            drop_last=train and self.drop_last,
+            num_workers=self.num_workers,
+            pin_memory=self.pin_memory,
+            persistent_workers=self.num_workers > 0,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_dataset, train=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_dataset, train=False)
+
+    def test_dataloader(self) -> DataLoader:
+        """ImageNet has no labelled test set: evaluate on the validation split."""
+        return self._loader(self.val_dataset, train=False)

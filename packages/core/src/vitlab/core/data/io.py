@@ -1,0 +1,445 @@
+"""File-format readers and writers for dense ground truth and images (numpy in, numpy out).
+
+Library-wide conventions enforced here, so every dataset gets them for free:
+
+* continuous ground truth (disparity, depth) comes back as float32 ``(H, W)`` with invalid pixels = ``+inf``;
+* label maps come back as the stored integer indices (``255`` = ignore by convention);
+* anything missing, truncated or in an unexpected layout raises :class:`DatasetFormatError` (or
+  :class:`FileNotFoundError`) with the offending path and what was expected -- never a silently wrong array.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import struct
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Union
+
+import numpy as np
+from PIL import Image
+
+__all__ = [
+    "DatasetFormatError",
+    "colorize",
+    "colorize_labels",
+    "label_palette",
+    "read_depth_png",
+    "read_disparity_pfm",
+    "read_image",
+    "read_kitti_disparity",
+    "read_label_png",
+    "read_pfm",
+    "read_png_scaled",
+    "write_kitti_disparity",
+    "write_pfm",
+    "write_png16",
+]
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+class DatasetFormatError(ValueError):
+    """A data file exists but is not in the layout/encoding the reader expects."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _existing_file(path: PathLike, what: str) -> Path:
+    """Resolve ``path`` and fail early (with the path in the message) when it is not a readable file."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"{p}: file not found (expected {what})")
+    if not p.is_file():
+        raise DatasetFormatError(f"{p}: is not a regular file (expected {what})")
+    return p
+
+
+def _open_image(path: PathLike, what: str) -> Image.Image:
+    """Open and fully decode an image with PIL, so truncation errors surface here with the path attached."""
+    p = _existing_file(path, what)
+    try:
+        with Image.open(p) as im:
+            im.load()
+            return im.copy()  # copy() keeps the palette of "P" images
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, zlib errors, ... depending on codec
+        raise DatasetFormatError(f"{p}: cannot decode as {what}: {type(e).__name__}: {e}") from e
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_COLOR_TYPES = {0: "greyscale", 2: "RGB", 3: "palette", 4: "greyscale+alpha", 6: "RGBA"}
+
+
+def _png_ihdr(p: Path, what: str) -> tuple[int, int, int, int]:
+    """(width, height, bit depth, colour type) straight from the IHDR chunk.
+
+    PIL's mode alone cannot always tell an 8-bit file from a 16-bit one (it may widen to ``I``), so
+    readers that depend on the stored bit depth check the header itself.
+    """
+    with open(p, "rb") as f:
+        head = f.read(33)
+    if len(head) < 33 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
+        raise DatasetFormatError(f"{p}: not a PNG file (bad signature/IHDR); expected {what}")
+    width, height, depth, color = struct.unpack(">IIBB", head[16:26])
+    return width, height, depth, color
+
+
+def _grey_array(im: Image.Image, p: Path, what: str) -> np.ndarray:
+    """Single-channel stored values as an unsigned integer array (palette PNGs are *not* handled here)."""
+    if im.mode in ("L", "1"):
+        return np.asarray(im.convert("L"), dtype=np.uint8)
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        return np.asarray(im).astype(np.uint16, copy=False)
+    if im.mode == "I":  # 16-bit PNG/PGM widened to int32 by some Pillow versions
+        a = np.asarray(im)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise DatasetFormatError(f"{p}: 32-bit integer image with values outside 0..65535; expected {what}")
+        return a.astype(np.uint16)
+    raise DatasetFormatError(
+        f"{p}: image mode {im.mode!r} with {len(im.getbands())} band(s); expected {what} "
+        "(a single-channel 8- or 16-bit image)"
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# PFM
+# --------------------------------------------------------------------------------------------------------------
+
+# After the magic: width, height and scale separated by whitespace, then exactly one whitespace byte before data.
+_PFM_REST = re.compile(rb"\s+(\d+)\s+(\d+)\s+(\S+)\s")
+_PFM_WHAT = "a PFM file ('PF'/'Pf' header, width height, scale, then float32 rows stored bottom-to-top)"
+
+
+def read_pfm(path: PathLike) -> np.ndarray:
+    """Read a PFM as stored: float32 ``(H, W)`` for ``Pf`` or ``(H, W, 3)`` for ``PF``.
+
+    The sign of the scale gives the byte order (negative = little-endian) and rows are stored bottom-to-top,
+    so both are undone here. inf/nan are kept exactly as stored; use :func:`read_disparity_pfm` to apply the
+    invalid-pixel convention. The data size is checked against the header so truncated files fail loudly.
+    """
+    p = _existing_file(path, _PFM_WHAT)
+    with open(p, "rb") as f:
+        head = f.read(512)
+    if head[:2] not in (b"PF", b"Pf") or len(head) < 3 or not head[2:3].isspace():
+        raise DatasetFormatError(
+            f"{p}: bad PFM header: expected magic 'PF' (3-channel) or 'Pf' (1-channel), got {head[:8]!r}"
+        )
+    channels = 3 if head[:2] == b"PF" else 1
+    m = _PFM_REST.match(head, 2)
+    if m is None:
+        raise DatasetFormatError(f"{p}: malformed PFM header {head[:40]!r}; expected {_PFM_WHAT}")
+    width, height = int(m.group(1)), int(m.group(2))
+    try:
+        scale = float(m.group(3))
+    except ValueError:
+        scale = math.nan
+    if width <= 0 or height <= 0:
+        raise DatasetFormatError(f"{p}: PFM header has non-positive size {width}x{height}")
+    if not math.isfinite(scale) or scale == 0.0:
+        raise DatasetFormatError(
+            f"{p}: PFM scale {m.group(3)!r} is not a non-zero number (its sign encodes the byte order)"
+        )
+    offset = m.end()
+    expected = width * height * channels * 4
+    remaining = p.stat().st_size - offset
+    if remaining == expected + 1 and m.group(0).endswith(b"\r") and head[offset : offset + 1] == b"\n":
+        offset, remaining = offset + 1, remaining - 1  # header lines ended with CRLF
+    if remaining < expected:
+        raise DatasetFormatError(
+            f"{p}: truncated PFM: header says {width}x{height}x{channels} float32 = {expected} bytes of data, "
+            f"but only {remaining} bytes follow the {offset}-byte header"
+        )
+    if remaining > expected:
+        raise DatasetFormatError(
+            f"{p}: PFM has {remaining - expected} unexpected trailing bytes after the {expected} bytes of "
+            f"{width}x{height}x{channels} float32 data its header announces"
+        )
+    dtype = np.dtype("<f4" if scale < 0 else ">f4")
+    data = np.fromfile(p, dtype=dtype, count=width * height * channels, offset=offset)
+    shape = (height, width, 3) if channels == 3 else (height, width)
+    return np.ascontiguousarray(data.reshape(shape)[::-1]).astype(np.float32, copy=False)
+
+
+def write_pfm(path: PathLike, array: np.ndarray, scale: float = 1.0, little_endian: bool = True) -> None:
+    """Write float32 ``(H, W)`` (``Pf``) or ``(H, W, 3)`` (``PF``) so that :func:`read_pfm` returns it bit-exactly.
+
+    ``scale`` is the magnitude stored in the header; its sign is set from ``little_endian`` as the format
+    requires. inf/nan are written as-is.
+    """
+    a = np.asarray(array)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    if not (a.ndim == 2 or (a.ndim == 3 and a.shape[2] == 3)):
+        raise ValueError(f"write_pfm({path}): expected an (H, W) or (H, W, 3) array, got shape {a.shape}")
+    if a.shape[0] == 0 or a.shape[1] == 0:
+        raise ValueError(f"write_pfm({path}): empty array of shape {a.shape}")
+    if not np.issubdtype(a.dtype, np.number) or np.iscomplexobj(a):
+        raise ValueError(f"write_pfm({path}): expected a real numeric array, got dtype {a.dtype}")
+    if not math.isfinite(scale) or scale <= 0:
+        raise ValueError(f"write_pfm({path}): scale must be a positive finite number, got {scale}")
+    magic = "PF" if a.ndim == 3 else "Pf"
+    signed_scale = -float(scale) if little_endian else float(scale)
+    header = f"{magic}\n{a.shape[1]} {a.shape[0]}\n{signed_scale!r}\n".encode("ascii")
+    body = np.ascontiguousarray(a.astype(np.float32)[::-1]).astype("<f4" if little_endian else ">f4")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "wb") as f:
+        f.write(header)
+        f.write(body.tobytes())
+
+
+def read_disparity_pfm(path: PathLike) -> np.ndarray:
+    """Single-channel PFM disparity as float32 ``(H, W)`` with non-finite and ``d <= 0`` set to ``+inf``.
+
+    Stereo datasets (SceneFlow, ETH3D, Middlebury 2014) store positive disparities and mark holes with inf;
+    zero/negative values cannot be valid matches, so they join the invalid set.
+    """
+    d = read_pfm(path)
+    if d.ndim != 2:
+        raise DatasetFormatError(f"{path}: 3-channel 'PF' file; expected a single-channel 'Pf' disparity map")
+    d = d.copy()
+    d[~(np.isfinite(d) & (d > 0))] = np.inf
+    return d
+
+
+# --------------------------------------------------------------------------------------------------------------
+# PNG ground truth
+# --------------------------------------------------------------------------------------------------------------
+
+_KITTI_WHAT = "a KITTI disparity map: 16-bit greyscale PNG, d = v / 256, 0 = no ground truth"
+
+
+def read_kitti_disparity(path: PathLike) -> np.ndarray:
+    """KITTI 2012/2015 disparity as float32 ``(H, W)``: ``d = v / 256``, ``v == 0`` -> ``+inf``.
+
+    Only 16-bit greyscale PNGs are accepted: an 8-bit PNG divided by 256 would look plausible but be wrong.
+    """
+    p = _existing_file(path, _KITTI_WHAT)
+    _, _, depth, color = _png_ihdr(p, _KITTI_WHAT)
+    if depth != 16 or color != 0:
+        raise DatasetFormatError(
+            f"{p}: {depth}-bit {_PNG_COLOR_TYPES.get(color, f'colour type {color}')} PNG; expected {_KITTI_WHAT}"
+        )
+    v = _grey_array(_open_image(p, _KITTI_WHAT), p, _KITTI_WHAT)
+    d = v.astype(np.float32) / np.float32(256.0)
+    d[v == 0] = np.inf
+    return d
+
+
+def write_kitti_disparity(path: PathLike, disp: np.ndarray) -> None:
+    """Write disparity in KITTI's uint16 PNG encoding, ``v = round(d * 256)``.
+
+    Invalid pixels (non-finite or ``d <= 0``) become 0. Valid values are clipped to ``1..65535`` so a tiny
+    positive disparity is never turned into "no ground truth" and large ones saturate instead of wrapping.
+    """
+    d = np.asarray(disp, dtype=np.float64)
+    if d.ndim != 2:
+        raise ValueError(f"write_kitti_disparity({path}): expected an (H, W) array, got shape {d.shape}")
+    valid = np.isfinite(d) & (d > 0)
+    v = np.zeros(d.shape, dtype=np.uint16)
+    v[valid] = np.clip(np.round(d[valid] * 256.0), 1, 65535).astype(np.uint16)
+    write_png16(path, v)
+
+
+def write_png16(path: PathLike, array: np.ndarray) -> None:
+    """Write an ``(H, W)`` uint16 array as a 16-bit greyscale PNG (KITTI disparity, depth in mm, ...)."""
+    a = np.asarray(array)
+    if a.ndim != 2:
+        raise ValueError(f"write_png16({path}): expected an (H, W) array, got shape {a.shape}")
+    if a.dtype != np.uint16:
+        if not np.issubdtype(a.dtype, np.integer) or (a.size and (a.min() < 0 or a.max() > 65535)):
+            raise ValueError(
+                f"write_png16({path}): expected uint16 (or integers within 0..65535), got dtype {a.dtype}"
+            )
+        a = a.astype(np.uint16)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.ascontiguousarray(a, dtype="<u2")).save(path, format="PNG")  # mode "I;16"
+
+
+def _palette_to_grey(im: Image.Image, p: Path, what: str) -> np.ndarray:
+    """Map palette indices to the grey level of their palette entry; colour palettes are refused.
+
+    A palette PNG storing a scalar quantity (Middlebury v2 ``groundtruth.png``) keeps the quantity in the
+    palette, not in the index. A colour palette means the file is a label map, which must not be scaled.
+    """
+    idx = np.asarray(im, dtype=np.uint8)
+    pal = np.asarray(im.getpalette() or [], dtype=np.uint8).reshape(-1, 3)
+    used = np.unique(idx)
+    if used.size and int(used.max()) >= len(pal):
+        raise DatasetFormatError(
+            f"{p}: palette PNG uses index {int(used.max())} but its palette has only {len(pal)} entries"
+        )
+    entries = pal[used]
+    if not (np.all(entries[:, 0] == entries[:, 1]) and np.all(entries[:, 1] == entries[:, 2])):
+        raise DatasetFormatError(
+            f"{p}: palette PNG with a colour (non-grey) palette; expected {what}. "
+            "Colour-palette PNGs are label maps: read them with read_label_png"
+        )
+    return pal[:, 0][idx]
+
+
+def read_png_scaled(path: PathLike, scale: float, invalid_value: int | None = 0) -> np.ndarray:
+    """Scalar ground truth stored as integers: float32 ``(H, W)`` with ``d = v / scale`` and ``invalid_value`` -> ``+inf``.
+
+    Accepts 8/16-bit single-channel PNG/PGM. Palette (``P``) images are converted through their palette to
+    the grey value of each entry (never the raw index): Middlebury v2 ``groundtruth.png`` stores indices
+    0..7 whose palette greys are the real ``16 * d`` values. Contrast with :func:`read_label_png`, which
+    returns the indices themselves. Typical scales: Middlebury 2001/v2 16, 2003 quarter-size 4,
+    2006 half-size 2, KITTI 256, NYU depth 1000 (-> metres), MultiMAE pseudo-depth 2**16.
+    ``invalid_value=None`` marks nothing invalid.
+    """
+    if not (math.isfinite(scale) and scale > 0):
+        raise ValueError(f"read_png_scaled({path}): scale must be positive and finite, got {scale}")
+    what = f"a single-channel 8/16-bit ground-truth image (value = {scale:g} x quantity)"
+    p = _existing_file(path, what)
+    im = _open_image(p, what)
+    v = _palette_to_grey(im, p, what) if im.mode == "P" else _grey_array(im, p, what)
+    d = v.astype(np.float32) / np.float32(scale)
+    if invalid_value is not None:
+        d[v == invalid_value] = np.inf
+    return d
+
+
+def read_depth_png(path: PathLike, scale: float = 1000.0) -> np.ndarray:
+    """Depth PNG (NYU-style millimetres by default) as float32 metres, 0 -> ``+inf``."""
+    return read_png_scaled(path, scale=scale, invalid_value=0)
+
+
+def read_label_png(path: PathLike) -> np.ndarray:
+    """Label map as stored: uint8 for 8-bit/palette PNGs, uint16 for 16-bit ones (e.g. instance ids).
+
+    For palette (``P``) PNGs the raw indices ARE the labels (VOC-style: the palette only colours them for
+    viewing), so no palette conversion happens here -- the opposite of :func:`read_png_scaled`. Colour-coded
+    RGB label maps (e.g. ADE20K full-format ``_seg.png``) need a dataset-specific decoder and are refused.
+    """
+    what = "a single-channel label PNG (palette, 8-bit or 16-bit greyscale)"
+    p = _existing_file(path, what)
+    im = _open_image(p, what)
+    if im.mode == "P":
+        return np.array(im, dtype=np.uint8)
+    return np.array(_grey_array(im, p, what))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# images
+# --------------------------------------------------------------------------------------------------------------
+
+_RGB_CONVERTIBLE = {"RGB", "RGBA", "RGBX", "L", "LA", "P", "PA", "1", "CMYK", "YCbCr", "La"}
+
+
+def read_image(path: PathLike) -> np.ndarray:
+    """8-bit RGB ``(H, W, 3)`` from PNG/JPEG/PPM/PGM/...; grey is replicated, alpha dropped.
+
+    16-bit/float images are refused rather than silently truncated: they are ground truth, not photos.
+    """
+    what = "an 8-bit RGB or greyscale image (PNG/JPEG/PPM/PGM)"
+    p = _existing_file(path, what)
+    im = _open_image(p, what)
+    if im.mode not in _RGB_CONVERTIBLE:
+        raise DatasetFormatError(f"{p}: image mode {im.mode!r} (not 8-bit); expected {what}")
+    return np.array(im.convert("RGB"), dtype=np.uint8)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# visualisation
+# --------------------------------------------------------------------------------------------------------------
+
+# 33 evenly spaced knots per colormap (RRGGBB), linearly interpolated: within ~3/255 of the full 256-entry
+# tables, with no matplotlib dependency.
+_CMAP_KNOTS = {
+    "turbo": "30123b 392a73 4040a2 4456c7 466be3 4680f6 4294ff 37a8fa 28bceb 1ccdd8 18ddc2 1fe9af 32f298 4ef97d "
+    "6dfe62 8bff4b a4fc3c b9f635 cdec34 dfdf37 eecf3a f8be39 fdac34 fe962b fb7e21 f46617 eb500e df3f08 d02f05 "
+    "be2102 a91601 920b01 7a0403",
+    "magma": "000004 030312 0a0822 130d34 1d1147 29115a 36106b 440f76 51127c 5d177f 6a1c81 762181 832681 902a81 "
+    "9c2e7f aa337d b73779 c43c75 d0416f dc4869 e75263 ef5d5e f56b5c f9795d fc8961 fd9869 fea772 feb67c fec488 "
+    "fed395 fde2a3 fcf0b2 fcfdbf",
+}
+_LUT_CACHE: dict[str, np.ndarray] = {}
+
+
+def _lut(cmap: str) -> np.ndarray:
+    """256x3 uint8 lookup table built once per colormap from the knots above."""
+    if cmap not in _CMAP_KNOTS:
+        raise ValueError(f"colorize: unknown cmap {cmap!r}; choose one of {sorted(_CMAP_KNOTS)}")
+    if cmap not in _LUT_CACHE:
+        knots = np.array([[int(h[i : i + 2], 16) for i in (0, 2, 4)] for h in _CMAP_KNOTS[cmap].split()], float)
+        xk = np.linspace(0.0, 1.0, len(knots))
+        x = np.linspace(0.0, 1.0, 256)
+        lut = np.stack([np.interp(x, xk, knots[:, c]) for c in range(3)], axis=1)
+        _LUT_CACHE[cmap] = np.round(lut).astype(np.uint8)
+    return _LUT_CACHE[cmap]
+
+
+def colorize(
+    array: np.ndarray, vmin: float | None = None, vmax: float | None = None, cmap: str = "turbo"
+) -> np.ndarray:
+    """Map an ``(H, W)`` scalar map to uint8 RGB for logging; invalid (inf/nan) pixels are drawn black.
+
+    ``vmin``/``vmax`` default to the finite range, so holes never stretch the colour scale.
+    """
+    a = np.asarray(array, dtype=np.float64)
+    if a.ndim != 2:
+        raise ValueError(f"colorize: expected an (H, W) array, got shape {a.shape}")
+    lut = _lut(cmap)
+    finite = np.isfinite(a)
+    out = np.zeros(a.shape + (3,), dtype=np.uint8)
+    if not finite.any():
+        return out
+    lo = float(a[finite].min()) if vmin is None else float(vmin)
+    hi = float(a[finite].max()) if vmax is None else float(vmax)
+    t = (a[finite] - lo) / (hi - lo) if hi > lo else np.zeros(int(finite.sum()))
+    out[finite] = lut[np.round(np.clip(t, 0.0, 1.0) * 255).astype(np.intp)]
+    return out
+
+
+def label_palette(num_classes: int) -> np.ndarray:
+    """Deterministic ``(N, 3)`` uint8 palette, identical to the PASCAL VOC one (class 0 = black).
+
+    Colours come from spreading the bits of the class id over the R, G, B high bits, so neighbouring ids
+    get clearly different colours and VOC palette PNGs display the same.
+    """
+    if num_classes < 0:
+        raise ValueError(f"label_palette: num_classes must be >= 0, got {num_classes}")
+    pal = np.zeros((num_classes, 3), dtype=np.uint8)
+    for k in range(num_classes):
+        r = g = b = 0
+        c = k
+        for shift in range(7, -1, -1):  # id bit 3j+ch goes to bit (7-j) of channel ch
+            r |= (c & 1) << shift
+            g |= ((c >> 1) & 1) << shift
+            b |= ((c >> 2) & 1) << shift
+            c >>= 3
+        pal[k] = (r, g, b)
+    return pal
+
+
+def colorize_labels(
+    labels: np.ndarray,
+    num_classes: int,
+    ignore_index: int = 255,
+    ignore_color: Sequence[int] = (255, 255, 255),
+) -> np.ndarray:
+    """Colour an integer label map with :func:`label_palette`; ``ignore_index`` pixels get ``ignore_color``.
+
+    Ignore defaults to white because class 0 is black in the VOC palette. Out-of-range ids raise instead
+    of being drawn with some arbitrary colour.
+    """
+    lab = np.asarray(labels)
+    if lab.ndim != 2 or not np.issubdtype(lab.dtype, np.integer):
+        raise ValueError(f"colorize_labels: expected an (H, W) integer array, got {lab.dtype} {lab.shape}")
+    lab = lab.astype(np.int64)
+    ignore = lab == ignore_index
+    bad = ~ignore & ((lab < 0) | (lab >= num_classes))
+    if bad.any():
+        raise ValueError(
+            f"colorize_labels: ids {np.unique(lab[bad])[:10].tolist()} are outside 0..{num_classes - 1} "
+            f"and are not the ignore index {ignore_index}"
+        )
+    out = np.empty(lab.shape + (3,), dtype=np.uint8)
+    out[~ignore] = label_palette(num_classes)[lab[~ignore]]
+    out[ignore] = np.asarray(ignore_color, dtype=np.uint8)
+    return out

@@ -1,0 +1,163 @@
+"""The LightningModule base every vitlab method derives from.
+
+It owns what all recipes share, so no method re-implements it: the optimizer built from
+:func:`vitlab.core.optim.param_groups` (no weight decay on 1-D parameters and tokens, optional
+layer-wise lr decay), the per-step warmup + half-cycle cosine schedule, optional ``torch.compile``,
+and the backbone + tuner wiring of the downstream tasks.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from lightning.pytorch import LightningModule
+from lightning.pytorch.cli import OptimizerCallable
+from torch import nn
+
+from vitlab.core.optim import param_groups, warmup_cosine_scheduler
+from vitlab.core.tuner import Tuner, count_parameters
+
+
+def adamw(params) -> torch.optim.Optimizer:
+    """Default optimizer: AdamW with the MAE/CroCo betas; lr and weight decay come from the groups."""
+    return torch.optim.AdamW(params, betas=(0.9, 0.95))
+
+
+class VitlabModule(LightningModule):
+    """Base LightningModule: optimizer groups, schedule and compile flag.
+
+    Args:
+        optimizer: optimizer class or callable taking parameter groups
+            (``{class_path: torch.optim.SGD, init_args: {momentum: 0.9}}``). Every group carries its own
+            ``lr`` and ``weight_decay``, so the optimizer's defaults for those never apply.
+        lr: peak learning rate (after warmup).
+        weight_decay: decoupled weight decay on >= 2-D weights.
+        layer_decay: layer-wise lr decay (BEiT/MAE fine-tuning, e.g. 0.65 for ViT-B); None = off.
+        warmup_epochs: linear warmup length in epochs (fractions allowed).
+        warmup_steps: warmup length in optimizer steps; added to ``warmup_epochs``.
+        min_lr: learning rate at the end of the cosine.
+        compile: ``torch.compile`` the network in place (GPU runs; off by default because each new input
+            shape costs a recompilation).
+    """
+
+    def __init__(
+        self,
+        optimizer: OptimizerCallable = adamw,
+        lr: float = 1e-3,
+        weight_decay: float = 0.05,
+        layer_decay: float | None = None,
+        warmup_epochs: float = 0.0,
+        warmup_steps: int = 0,
+        min_lr: float = 0.0,
+        compile: bool = False,
+    ) -> None:
+        super().__init__()
+        self.optimizer_factory = optimizer
+        self.lr = lr
+        self.weight_decay = weight_decay
+        self.layer_decay = layer_decay
+        self.warmup_epochs = warmup_epochs
+        self.warmup_steps = warmup_steps
+        self.min_lr = min_lr
+        self.compile_model = compile
+
+    # -- hooks subclasses may override -------------------------------------------------------------
+    def layer_decay_spec(self) -> tuple[Callable[[str], int], int] | None:
+        """``(layer_id(name), num_layers)`` for layer-wise lr decay; default from ``self.backbone``."""
+        backbone = getattr(self, "backbone", None)
+        if backbone is None or not hasattr(backbone, "layer_id"):
+            return None
+        depth = int(getattr(backbone, "depth"))
+
+        def layer_id(name: str) -> int:
+            if name.startswith("backbone."):
+                return backbone.layer_id(name[len("backbone."):])
+            return depth + 1  # heads train at the full lr
+
+        return layer_id, depth
+
+    def lr_scale(self) -> dict[str, float] | None:
+        """Per-prefix lr multipliers (e.g. a 10x head); none by default."""
+        return None
+
+    # -- Lightning ---------------------------------------------------------------------------------
+    def configure_model(self) -> None:
+        if self.compile_model and not getattr(self, "_compiled", False):
+            for name in ("backbone", "net", "encoder"):
+                mod = getattr(self, name, None)
+                if isinstance(mod, nn.Module):
+                    mod.compile()  # in place: keeps state-dict keys free of `_orig_mod.`
+            self._compiled = True
+
+    def _steps(self) -> tuple[int, int]:
+        total = int(self.trainer.estimated_stepping_batches)
+        if not math.isfinite(total) or total <= 0:
+            raise ValueError("set trainer.max_epochs or trainer.max_steps: the lr schedule needs a length")
+        per_epoch = self.trainer.num_training_batches
+        if not math.isfinite(per_epoch):
+            per_epoch = total
+        per_epoch = max(1, math.ceil(per_epoch / self.trainer.accumulate_grad_batches))
+        warmup = int(round(self.warmup_epochs * per_epoch)) + int(self.warmup_steps)
+        return total, warmup
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        spec = self.layer_decay_spec() if self.layer_decay is not None else None
+        if self.layer_decay is not None and spec is None:
+            raise ValueError(f"{type(self).__name__}: layer_decay is set but the module has no layer ids")
+        groups = param_groups(
+            self,
+            lr=self.lr,
+            weight_decay=self.weight_decay,
+            layer_decay=self.layer_decay,
+            layer_id=spec[0] if spec else None,
+            num_layers=spec[1] if spec else None,
+            lr_scale=self.lr_scale(),
+        )
+        optimizer = self.optimizer_factory(groups)
+        total, warmup = self._steps()
+        sched = warmup_cosine_scheduler(optimizer, total, warmup, lr=self.lr, min_lr=self.min_lr)
+        return {"optimizer": optimizer, "lr_scheduler": sched}
+
+
+class BackboneTask(VitlabModule):
+    """A downstream task on a ViT backbone, with an optional tuner.
+
+    Args:
+        backbone: the encoder, e.g. ``{class_path: vitlab.core.ViT, init_args: {size: small}}``; its
+            ``pretrained`` argument loads timm, MAE or vitlab checkpoints.
+        tuner: anything implementing :class:`vitlab.core.Tuner` (``vitlab.peft.LoRA`` ...). Applied once
+            here, before the optimizer and checkpoint loading see the parameters.
+        freeze_backbone: freeze every backbone weight (linear probing without a tuner).
+        **kwargs: optimizer and schedule options of :class:`VitlabModule`.
+    """
+
+    def __init__(self, backbone: nn.Module, tuner: Tuner | None = None, freeze_backbone: bool = False,
+                 **kwargs) -> None:
+        super().__init__(**kwargs)
+        if tuner is not None and freeze_backbone:
+            raise ValueError("freeze_backbone and tuner are exclusive: the tuner decides what trains")
+        if freeze_backbone:
+            backbone.requires_grad_(False)
+        if tuner is not None:
+            backbone = tuner.apply(backbone)
+        self.backbone = backbone
+        self.tuner = tuner
+        self.frozen_backbone = freeze_backbone
+
+    def on_fit_start(self) -> None:
+        total = count_parameters(self.backbone)
+        trainable = count_parameters(self.backbone, trainable_only=True)
+        stats = {"params/backbone_total": float(total), "params/backbone_trainable": float(trainable),
+                 "params/backbone_trainable_pct": 100.0 * trainable / max(total, 1),
+                 "params/model_trainable": float(count_parameters(self, trainable_only=True))}
+        for logger in self.loggers:
+            logger.log_metrics(stats, step=0)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen_backbone:
+            self.backbone.eval()  # a frozen backbone keeps dropout/drop-path off, as in linear probing
+        return self

@@ -1,0 +1,39 @@
+"""Shared test settings: no network, no W&B uploads, small thread pools."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _offline_env(monkeypatch, tmp_path):
+    """Every test runs without W&B network access and writes its logs to its own tmp dir."""
+    monkeypatch.setenv("WANDB_MODE", os.environ.get("VITLAB_TEST_WANDB_MODE", "disabled"))
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _threads():
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+@pytest.fixture
+def shared_data() -> Path:
+    """The real dataset samples beside the repository; tests using them skip when absent."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip("../shared/data is not present: real-sample tests need it")
+    return SHARED_DATA
+
+
+@pytest.fixture
+def repo_root() -> Path:
+    return REPO

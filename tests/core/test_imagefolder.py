@@ -1,0 +1,120 @@
+"""ImageFolderDataModule on the tiny ImageNet-layout fixture (tests/data/imagefolder) and on broken layouts."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from vitlab.core.data.imagefolder import ImageFolderDataModule, ImageFolderDictDataset, build_eval_transform
+from vitlab.core.data.io import DatasetFormatError
+
+ROOT = Path(__file__).resolve().parents[1] / "data" / "imagefolder"
+
+
+def make_dm(root=ROOT, **kw) -> ImageFolderDataModule:
+    args = dict(size=32, batch_size=2, num_workers=0, pin_memory=False)
+    args.update(kw)
+    return ImageFolderDataModule(str(root), **args)
+
+
+@pytest.mark.parametrize("mode", ["pretrain", "finetune", "linear_probe"])
+def test_loaders_yield_dict_batches(mode):
+    dm = make_dm(mode=mode)
+    assert dm.num_classes == 2 and dm.classes == ["class_a", "class_b"]
+    dm.setup("fit")
+    assert len(dm.train_dataset) == 6 and len(dm.val_dataset) == 6
+    batches = list(dm.train_dataloader())
+    assert len(batches) == 3
+    labels = []
+    for b in batches:
+        assert set(b) == {"image", "label"}
+        assert b["image"].shape == (2, 3, 32, 32) and b["image"].dtype == torch.float32
+        assert b["label"].shape == (2,) and b["label"].dtype == torch.int64
+        assert b["image"].min() < 0  # normalised, not in [0, 1]
+        labels += b["label"].tolist()
+    assert sorted(labels) == [0, 0, 0, 1, 1, 1]
+    val = list(dm.val_dataloader())
+    assert torch.cat([b["label"] for b in val]).tolist() == [0, 0, 0, 1, 1, 1]  # unshuffled
+
+
+def test_eval_labels_follow_content():
+    """class_a images are red-dominant and class_b blue-dominant (see make_fixtures.py)."""
+    ds = ImageFolderDictDataset(ROOT, "val", build_eval_transform(16))
+    for i in range(len(ds)):
+        item = ds[i]
+        red_minus_blue = (item["image"][0] - item["image"][2]).mean()
+        assert (red_minus_blue > 0) == (item["label"] == 0)
+
+
+def test_randaugment_finetune():
+    pytest.importorskip("timm")
+    dm = make_dm(mode="finetune", auto_augment="rand-m9-mstd0.5-inc1")
+    dm.setup("fit")
+    b = next(iter(dm.train_dataloader()))
+    assert b["image"].shape == (2, 3, 32, 32)
+
+
+def test_validate_stage_and_test_loader():
+    dm = make_dm()
+    dm.setup("validate")
+    assert dm.train_dataset is None
+    b = next(iter(dm.test_dataloader()))
+    assert b["image"].shape == (2, 3, 32, 32)
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="mode"):
+        make_dm(mode="supervised")
+    with pytest.raises(ValueError, match="auto_augment"):
+        make_dm(mode="pretrain", auto_augment="rand-m9")
+
+
+def test_missing_root(tmp_path):
+    missing = tmp_path / "no_such_imagenet"
+    dm = make_dm(missing)
+    with pytest.raises(FileNotFoundError, match=r"no_such_imagenet.*root/train/<class_name>/<image files>"):
+        dm.setup("fit")
+    with pytest.raises(FileNotFoundError, match="no_such_imagenet"):
+        _ = dm.num_classes
+
+
+def test_missing_split(tmp_path):
+    shutil.copytree(ROOT / "train", tmp_path / "train")
+    dm = make_dm(tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"val.*split folder not found.*root/val/<class_name>"):
+        dm.setup("fit")
+
+
+def test_no_classes(tmp_path):
+    (tmp_path / "train").mkdir()
+    (tmp_path / "train" / "stray.JPEG").write_bytes(b"")
+    with pytest.raises(DatasetFormatError, match=r"train.*no class sub-folders.*root/train/<class_name>"):
+        make_dm(tmp_path).setup("fit")
+
+
+def test_class_without_images(tmp_path):
+    shutil.copytree(ROOT, tmp_path / "r")
+    (tmp_path / "r" / "train" / "class_c").mkdir()
+    (tmp_path / "r" / "train" / "class_c" / "readme.txt").write_text("not an image")
+    with pytest.raises(DatasetFormatError, match=r"train.*class_c.*root/train/<class_name>"):
+        make_dm(tmp_path / "r").setup("fit")
+
+
+def test_split_class_mismatch(tmp_path):
+    shutil.copytree(ROOT, tmp_path / "r")
+    shutil.rmtree(tmp_path / "r" / "val" / "class_b")
+    with pytest.raises(DatasetFormatError, match=r"val.*only in train: \['class_b'\]"):
+        make_dm(tmp_path / "r").setup("fit")
+
+
+def test_corrupt_image_names_path(tmp_path):
+    shutil.copytree(ROOT, tmp_path / "r")
+    bad = tmp_path / "r" / "val" / "class_a" / "class_a_0.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    dm = make_dm(tmp_path / "r")
+    dm.setup("validate")
+    with pytest.raises(DatasetFormatError, match="class_a_0.png"):
+        next(iter(dm.val_dataloader()))
