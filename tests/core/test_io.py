@@ -413,7 +413,8 @@ def test_real_sceneflow_pfm(shared):
 def test_real_nyu_depth(shared):
     d = vio.read_depth_png(shared / "nyu_depth_v2_mmseg_sample/annotations/bookstore_0001d_00001.png")
     assert_stats(d, (120, 160), 1.49, 10.0, 66.0, tol=0.01, pct_tol=0.5)
-    assert vio.read_image(shared / "nyu_depth_v2_mmseg_sample/images/bookstore_0001d_00001.jpg").shape == (120, 160, 3)
+    rgb = vio.read_image(shared / "nyu_depth_v2_mmseg_sample/images/bookstore_0001d_00001.jpg")
+    assert rgb.shape == (120, 160, 3)
 
 
 def test_real_cityscapes_labels(shared):
@@ -425,7 +426,9 @@ def test_real_cityscapes_labels(shared):
     inst = vio.read_label_png(gt / "frankfurt_000000_000294_gtFine_instanceIds.png")
     assert inst.dtype == np.uint16 and inst.max() > 255
     assert (inst // 1000 <= 33).all()
-    rgb = vio.read_image(shared / "cityscapes_mmseg_sample/leftImg8bit/val/frankfurt/frankfurt_000000_000294_leftImg8bit.png")
+    rgb = vio.read_image(
+        shared / "cityscapes_mmseg_sample/leftImg8bit/val/frankfurt/frankfurt_000000_000294_leftImg8bit.png"
+    )
     assert rgb.shape == (128, 256, 3)
     out = vio.colorize_labels(train_ids, num_classes=19)
     assert out.shape == (128, 256, 3)

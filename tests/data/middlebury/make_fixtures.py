@@ -27,13 +27,15 @@ CONES = [[0, 22, 220, 4], [100, 0, 3, 255], [40, 41, 42, 0]]
 def png(rows, bit_depth, color_type=0, palette=None):
     """Encode a greyscale/palette PNG: filter type 0 per row, big-endian samples as the spec requires."""
     height, width = len(rows), len(rows[0])
-    fmt = ">%dH" % width if bit_depth == 16 else "%dB" % width
+    fmt = f">{width}H" if bit_depth == 16 else f"{width}B"
     raw = b"".join(b"\x00" + struct.pack(fmt, *row) for row in rows)
 
     def chunk(kind, data):
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
-    out = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0))
+    out = b"\x89PNG\r\n\x1a\n" + chunk(
+        b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
+    )
     if palette is not None:
         out += chunk(b"PLTE", bytes(v for rgb in palette for v in rgb))
     return out + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
@@ -43,7 +45,9 @@ def main():
     (HERE / "tsukuba").mkdir(exist_ok=True)
     (HERE / "v2").mkdir(exist_ok=True)
     (HERE / "cones").mkdir(exist_ok=True)
-    (HERE / "tsukuba" / "truedisp.row3.col3.pgm").write_bytes(b"P5\n4 3\n255\n" + bytes(v for row in PGM for v in row))
+    (HERE / "tsukuba" / "truedisp.row3.col3.pgm").write_bytes(
+        b"P5\n4 3\n255\n" + bytes(v for row in PGM for v in row)
+    )
     ppm = bytes(v for r in range(3) for c in range(4) for v in (10 * r + c, 100 + c, 200 + r))
     (HERE / "tsukuba" / "scene1.row3.col3.ppm").write_bytes(b"P6\n4 3\n255\n" + ppm)
     (HERE / "v2" / "groundtruth.png").write_bytes(png(GT_INDICES, 8, color_type=3, palette=PALETTE))

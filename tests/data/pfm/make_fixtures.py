@@ -20,7 +20,12 @@ HERE = Path(__file__).resolve().parent
 
 def pack_rows_bottom_up(rows, endian):
     """Flatten rows (given top-first) into PFM order: bottom row first, left to right."""
-    flat = [v for row in reversed(rows) for pixel in row for v in (pixel if isinstance(pixel, tuple) else (pixel,))]
+    flat = [
+        v
+        for row in reversed(rows)
+        for pixel in row
+        for v in (pixel if isinstance(pixel, tuple) else (pixel,))
+    ]
     return struct.pack(f"{endian}{len(flat)}f", *flat)
 
 

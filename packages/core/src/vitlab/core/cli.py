@@ -89,8 +89,16 @@ class VitlabCLI(LightningCLI):
         )
 
 
-def main(args: ArgsType = None, run: bool = True) -> VitlabCLI:
-    """Entry point of the ``vitlab`` and ``lightning`` console scripts and of ``python -m vitlab.core``."""
+def build_cli(args: ArgsType = None, run: bool = True) -> VitlabCLI:
+    """Parse ``args`` (default: ``sys.argv``), instantiate everything and, with ``run``, run the subcommand.
+
+    With ``run=False`` the returned CLI holds the configured ``trainer``, ``model`` and ``datamodule``.
+    """
     load_plugins()
     configure_wandb_mode()
     return VitlabCLI(args=args, run=run)
+
+
+def main(args: ArgsType = None) -> None:
+    """Entry point of the ``vitlab`` and ``lightning`` console scripts and of ``python -m vitlab.core``."""
+    build_cli(args)

@@ -7,7 +7,8 @@ import torch
 from torch import Tensor
 
 from vitlab.core.data.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
-from vitlab.core.data.io import colorize, colorize_labels as _colorize_labels
+from vitlab.core.data.io import colorize
+from vitlab.core.data.io import colorize_labels as _colorize_labels
 
 
 def to_uint8_image(image: Tensor, normalized: bool = True) -> np.ndarray:

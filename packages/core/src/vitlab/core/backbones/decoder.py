@@ -60,14 +60,18 @@ class CrossBlock(nn.Module):
         super().__init__()
         norm = partial(nn.LayerNorm, eps=norm_eps)
         self.norm1 = norm(dim)
-        self.attn = RoPEAttention(dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop, rope=rope)
+        self.attn = RoPEAttention(
+            dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop, rope=rope
+        )
         self.norm2 = norm(dim)
         self.cross_attn = RoPEAttention(
             dim, num_heads, qkv_bias=qkv_bias, attn_drop=attn_drop, proj_drop=proj_drop, rope=rope
         )
         self.norm_y = norm(dim)
         self.norm3 = norm(dim)
-        self.mlp = Mlp(in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop)
+        self.mlp = Mlp(
+            in_features=dim, hidden_features=int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop
+        )
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
 
     def forward(

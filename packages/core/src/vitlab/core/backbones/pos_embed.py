@@ -116,4 +116,3 @@ def resize_pos_embed(
         num_prefix_tokens=num_prefix_tokens,
         interpolation=mode,
     )
-

@@ -65,6 +65,11 @@ class RoPE2D(nn.Module):
         every block (as :class:`~vitlab.core.backbones.ViT` does, caching one per grid) computes them
         once. No host-device synchronisation is involved.
         """
+        if (
+            torch.compiler.is_compiling()
+        ):  # identity memo is host-side bookkeeping: let the compiler fuse instead
+            f = self._angles(d, positions)
+            return f.cos(), f.sin()
         key = (id(positions), d)
         hit = self._cache.get(key)
         if hit is not None and hit[0] is positions and hit[1] == positions._version:

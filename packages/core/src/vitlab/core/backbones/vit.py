@@ -30,7 +30,7 @@ from torch.utils.checkpoint import checkpoint
 from .pos_embed import get_2d_sincos_pos_embed, resize_pos_embed
 from .rope import RoPE2D, RoPEAttention
 
-__all__ = ["ViT", "VIT_SIZES", "RoPEBlock", "default_out_indices", "param_groups_layer_decay"]
+__all__ = ["ViT", "VIT_SIZES", "RoPEBlock", "default_out_indices"]
 
 _log = logging.getLogger(__name__)
 
@@ -202,7 +202,16 @@ class ViT(nn.Module):
         dpr = [float(r) for r in torch.linspace(0, drop_path_rate, self.depth)]
         if self.rope is not None:
             blocks = [
-                RoPEBlock(D, self.num_heads, mlp_ratio, qkv_bias, layer_scale_init, dpr[i], norm_layer, rope=self.rope)
+                RoPEBlock(
+                    D,
+                    self.num_heads,
+                    mlp_ratio,
+                    qkv_bias,
+                    layer_scale_init,
+                    dpr[i],
+                    norm_layer,
+                    rope=self.rope,
+                )
                 for i in range(self.depth)
             ]
         else:
@@ -220,14 +229,18 @@ class ViT(nn.Module):
             ]
         self.blocks = nn.ModuleList(blocks)
         self.norm = norm_layer(D)
-        self.out_indices = self._normalize_indices(out_indices if out_indices is not None else default_out_indices(self.depth))
+        self.out_indices = self._normalize_indices(
+            out_indices if out_indices is not None else default_out_indices(self.depth)
+        )
 
         self._sincos_cache: dict[tuple, torch.Tensor] = {}
         self._grid_pos_cache: dict[tuple, torch.Tensor] = {}
         self.init_weights()
 
         if pretrained:
-            self.load_pretrained(pretrained, checkpoint_format=checkpoint_format, checkpoint_key=checkpoint_key)
+            self.load_pretrained(
+                pretrained, checkpoint_format=checkpoint_format, checkpoint_key=checkpoint_key
+            )
         self.frozen = False
         if freeze:
             self.freeze_()
@@ -245,13 +258,17 @@ class ViT(nn.Module):
             nn.init.normal_(self.mask_token, std=0.02)
         self.apply(_init_mae)
 
-    def load_pretrained(self, pretrained: str, checkpoint_format: str = "auto", checkpoint_key: str | None = None):
+    def load_pretrained(
+        self, pretrained: str, checkpoint_format: str = "auto", checkpoint_key: str | None = None
+    ):
         """Load a local checkpoint file or timm weights by model name (see ``pretrained`` in the class doc)."""
         from .checkpoint import load_checkpoint
 
-        is_path = os.path.exists(pretrained) or pretrained.endswith(_CKPT_EXTS) or os.sep in pretrained
+        is_path = os.path.exists(pretrained) or pretrained.endswith(_CKPT_EXTS)
         if is_path:
-            result = load_checkpoint(self, pretrained, format=checkpoint_format, key=checkpoint_key, strict=False)
+            result = load_checkpoint(
+                self, pretrained, format=checkpoint_format, key=checkpoint_key, strict=False
+            )
         else:
             import timm
 
@@ -316,7 +333,9 @@ class ViT(nn.Module):
         key = (h, w, str(device))
         pos = self._grid_pos_cache.get(key)
         if pos is None:
-            ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+            ys, xs = torch.meshgrid(
+                torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij"
+            )
             pos = torch.stack([ys.reshape(-1), xs.reshape(-1)], dim=-1)
             self._grid_pos_cache[key] = pos
         return pos
@@ -349,7 +368,11 @@ class ViT(nn.Module):
         table = self._sincos_cache.get(key)
         if table is None:
             table = get_2d_sincos_pos_embed(
-                self.embed_dim, (h, w), self.num_prefix_tokens, device=self.pos_embed.device, dtype=self.pos_embed.dtype
+                self.embed_dim,
+                (h, w),
+                self.num_prefix_tokens,
+                device=self.pos_embed.device,
+                dtype=self.pos_embed.dtype,
             )[None]
             self._sincos_cache[key] = table
         return table
@@ -388,7 +411,9 @@ class ViT(nn.Module):
             tokens = tokens + pos_table[:, self.num_prefix_tokens :].to(tokens.dtype)
         if ids_keep is not None:
             if ids_keep.ndim != 2 or ids_keep.shape[0] != B or ids_keep.is_floating_point():
-                raise ValueError(f"ids_keep must be an integer (B, L_keep) tensor with B={B}, got {tuple(ids_keep.shape)}")
+                raise ValueError(
+                    f"ids_keep must be an integer (B, L_keep) tensor with B={B}, got {tuple(ids_keep.shape)}"
+                )
             ids_keep = ids_keep.long()
             tokens = torch.gather(tokens, 1, ids_keep.unsqueeze(-1).expand(-1, -1, D))
         if self.cls_token is not None:
@@ -498,35 +523,3 @@ def _init_mae(m: nn.Module) -> None:
             nn.init.ones_(m.weight)
         if m.bias is not None:
             nn.init.zeros_(m.bias)
-
-
-def param_groups_layer_decay(
-    model: nn.Module,
-    weight_decay: float = 0.05,
-    layer_decay: float = 0.75,
-    no_weight_decay: Iterable[str] = (),
-    layer_id=None,
-    num_layer_ids: int | None = None,
-) -> list[dict]:
-    """AdamW parameter groups with layer-wise lr decay (MAE ``util/lr_decay.py`` convention).
-
-    Each group carries ``lr_scale = layer_decay ** (num_layer_ids - 1 - layer_id)`` (apply it as
-    ``group["lr"] = lr * group["lr_scale"]``); 1-D parameters, biases and names in ``no_weight_decay`` get
-    weight decay 0. ``layer_id`` / ``num_layer_ids`` default to ``model.layer_id`` / ``model.num_layer_ids``
-    (a :class:`ViT`). Frozen parameters are skipped.
-    """
-    layer_id = layer_id or model.layer_id
-    n = num_layer_ids or model.num_layer_ids
-    skip = set(no_weight_decay)
-    groups: dict[tuple[int, bool], dict] = {}
-    for name, p in model.named_parameters():
-        if not p.requires_grad:
-            continue
-        no_wd = p.ndim == 1 or name.endswith(".bias") or name in skip
-        lid = layer_id(name)
-        g = groups.setdefault(
-            (lid, no_wd),
-            {"params": [], "weight_decay": 0.0 if no_wd else weight_decay, "lr_scale": layer_decay ** (n - 1 - lid), "layer_id": lid},
-        )
-        g["params"].append(p)
-    return [groups[k] for k in sorted(groups)]

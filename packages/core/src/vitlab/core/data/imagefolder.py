@@ -57,7 +57,9 @@ def build_train_transform(
     if mode not in MODES:
         raise ValueError(f"unknown mode {mode!r}; expected one of {MODES}")
     if auto_augment is not None and mode != "finetune":
-        raise ValueError(f"auto_augment={auto_augment!r} is only supported with mode='finetune', got {mode!r}")
+        raise ValueError(
+            f"auto_augment={auto_augment!r} is only supported with mode='finetune', got {mode!r}"
+        )
     bicubic = T.InterpolationMode.BICUBIC
     if mode == "finetune" and auto_augment:
         from timm.data import create_transform  # optional path: only needed for RandAugment policies
@@ -172,7 +174,9 @@ class ImageFolderDataModule(LightningDataModule):
         if mode not in MODES:
             raise ValueError(f"ImageFolderDataModule: unknown mode {mode!r}; expected one of {MODES}")
         if auto_augment is not None and mode != "finetune":
-            raise ValueError(f"ImageFolderDataModule: auto_augment is only supported with mode='finetune', got {mode!r}")
+            raise ValueError(
+                f"ImageFolderDataModule: auto_augment is only supported with mode='finetune', got {mode!r}"
+            )
         self.save_hyperparameters()
         self.root = Path(root)
         self.mode = mode
@@ -207,7 +211,9 @@ class ImageFolderDataModule(LightningDataModule):
             )
             self._classes = self.train_dataset.classes
         if stage in (None, "fit", "validate", "test") and self.val_dataset is None:
-            val = ImageFolderDictDataset(self.root, self.val_split, build_eval_transform(self.size, self.crop_pct))
+            val = ImageFolderDictDataset(
+                self.root, self.val_split, build_eval_transform(self.size, self.crop_pct)
+            )
             if self._classes is None and not (self.root / self.train_split).is_dir():
                 self._classes = val.classes  # evaluation-only copy of the dataset: val defines the classes
             if val.classes != self.classes:

@@ -98,7 +98,9 @@ def _grey_array(im: Image.Image, p: Path, what: str) -> np.ndarray:
     if im.mode == "I":  # 16-bit PNG/PGM widened to int32 by some Pillow versions
         a = np.asarray(im)
         if a.size and (a.min() < 0 or a.max() > 65535):
-            raise DatasetFormatError(f"{p}: 32-bit integer image with values outside 0..65535; expected {what}")
+            raise DatasetFormatError(
+                f"{p}: 32-bit integer image with values outside 0..65535; expected {what}"
+            )
         return a.astype(np.uint16)
     raise DatasetFormatError(
         f"{p}: image mode {im.mode!r} with {len(im.getbands())} band(s); expected {what} "
@@ -366,7 +368,9 @@ def _lut(cmap: str) -> np.ndarray:
     if cmap not in _CMAP_KNOTS:
         raise ValueError(f"colorize: unknown cmap {cmap!r}; choose one of {sorted(_CMAP_KNOTS)}")
     if cmap not in _LUT_CACHE:
-        knots = np.array([[int(h[i : i + 2], 16) for i in (0, 2, 4)] for h in _CMAP_KNOTS[cmap].split()], float)
+        knots = np.array(
+            [[int(h[i : i + 2], 16) for i in (0, 2, 4)] for h in _CMAP_KNOTS[cmap].split()], float
+        )
         xk = np.linspace(0.0, 1.0, len(knots))
         x = np.linspace(0.0, 1.0, 256)
         lut = np.stack([np.interp(x, xk, knots[:, c]) for c in range(3)], axis=1)

@@ -70,7 +70,7 @@ class VitlabModule(LightningModule):
         backbone = getattr(self, "backbone", None)
         if backbone is None or not hasattr(backbone, "layer_id"):
             return None
-        depth = int(getattr(backbone, "depth"))
+        depth = int(backbone.depth)
 
         def layer_id(name: str) -> int:
             if name.startswith("backbone."):

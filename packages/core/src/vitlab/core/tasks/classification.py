@@ -10,8 +10,8 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from vitlab.core.tasks.base import BackboneTask
-from vitlab.core.visualize import to_uint8_image
 from vitlab.core.tuner import Tuner
+from vitlab.core.visualize import to_uint8_image
 
 
 class ImageClassification(BackboneTask):
@@ -45,7 +45,7 @@ class ImageClassification(BackboneTask):
     ) -> None:
         super().__init__(backbone=backbone, tuner=tuner, freeze_backbone=freeze_backbone, **kwargs)
         self.save_hyperparameters(ignore=["backbone", "tuner"])
-        dim = int(getattr(self.backbone, "embed_dim"))
+        dim = int(self.backbone.embed_dim)
         self.head = nn.Sequential(
             nn.BatchNorm1d(dim, affine=False, eps=1e-6) if probe_batchnorm else nn.Identity(),
             nn.Linear(dim, num_classes),

@@ -29,9 +29,9 @@ HEADS = ("dpt", "linear", "pup")
 
 def build_head(name: str, backbone: nn.Module, out_channels: int, **kwargs: Any) -> nn.Module:
     """A dense head sized for ``backbone`` (its ``embed_dim``, ``patch_size`` and ``out_indices``)."""
-    dim = int(getattr(backbone, "embed_dim"))
+    dim = int(backbone.embed_dim)
     if name == "dpt":
-        n = len(getattr(backbone, "out_indices"))
+        n = len(backbone.out_indices)
         return DPTHead([dim] * n, out_channels, patch_size=int(backbone.patch_size), **kwargs)
     if name == "linear":
         return LinearHead(dim, out_channels, **kwargs)

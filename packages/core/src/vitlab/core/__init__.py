@@ -1,0 +1,47 @@
+"""vitlab.core — the base of every vitlab package.
+
+Backbones (:class:`ViT`), dense heads, downstream task modules (classification, semantic segmentation,
+depth), the EMA teacher, metrics, callbacks, data (SyntheticScenes, image folders, readers) and the
+``vitlab`` CLI. Sibling packages (pretrain, peft, stereo, mtl, uda) build on these names.
+"""
+
+from vitlab.core.backbones import CrossBlock, RoPE2D, ViT, load_checkpoint
+from vitlab.core.callbacks import PredictionImageLogger
+from vitlab.core.ema import EMATeacher
+from vitlab.core.heads import DPTHead, LinearHead, ProgressiveUpsamplingHead
+from vitlab.core.metrics import DepthMetrics
+from vitlab.core.optim import param_groups, warmup_cosine
+from vitlab.core.tasks import (
+    BackboneTask,
+    DenseTask,
+    DepthEstimation,
+    ImageClassification,
+    SemanticSegmentation,
+    VitlabModule,
+)
+from vitlab.core.tuner import Tuner, count_parameters
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BackboneTask",
+    "CrossBlock",
+    "DPTHead",
+    "DenseTask",
+    "DepthEstimation",
+    "DepthMetrics",
+    "EMATeacher",
+    "ImageClassification",
+    "LinearHead",
+    "PredictionImageLogger",
+    "ProgressiveUpsamplingHead",
+    "RoPE2D",
+    "SemanticSegmentation",
+    "Tuner",
+    "ViT",
+    "VitlabModule",
+    "count_parameters",
+    "load_checkpoint",
+    "param_groups",
+    "warmup_cosine",
+]

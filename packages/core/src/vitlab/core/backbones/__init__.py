@@ -1,0 +1,33 @@
+"""ViT backbones, position embeddings (sin-cos, RoPE2D), CroCo decoder block and checkpoint loading."""
+
+from .checkpoint import (
+    LoadResult,
+    convert_croco_decoder,
+    convert_state_dict,
+    load_checkpoint,
+    read_checkpoint,
+    save_checkpoint,
+)
+from .decoder import CrossBlock
+from .pos_embed import get_1d_sincos_pos_embed, get_2d_sincos_pos_embed, resize_pos_embed
+from .rope import RoPE2D, RoPEAttention
+from .vit import VIT_SIZES, RoPEBlock, ViT, default_out_indices
+
+__all__ = [
+    "ViT",
+    "VIT_SIZES",
+    "RoPEBlock",
+    "default_out_indices",
+    "RoPE2D",
+    "RoPEAttention",
+    "CrossBlock",
+    "get_1d_sincos_pos_embed",
+    "get_2d_sincos_pos_embed",
+    "resize_pos_embed",
+    "LoadResult",
+    "load_checkpoint",
+    "read_checkpoint",
+    "save_checkpoint",
+    "convert_state_dict",
+    "convert_croco_decoder",
+]
