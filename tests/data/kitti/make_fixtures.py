@@ -9,31 +9,16 @@ Run by hand: ``python tests/data/kitti/make_fixtures.py``. Output is determinist
 * ``truncated.png`` -- the 16-bit file cut after 60 bytes (valid signature and IHDR, broken data).
 """
 
-import struct
-import zlib
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pngraw import png  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
 V16 = [[0, 256, 640, 2624], [65535, 0, 1, 16512], [128, 512, 0, 25600]]
 V8 = [[0, 16, 40, 164], [255, 0, 1, 129], [8, 32, 0, 200]]
-
-
-def png(rows, bit_depth, color_type=0, palette=None):
-    """Encode a greyscale/palette PNG: filter type 0 per row, big-endian samples as the spec requires."""
-    height, width = len(rows), len(rows[0])
-    fmt = f">{width}H" if bit_depth == 16 else f"{width}B"
-    raw = b"".join(b"\x00" + struct.pack(fmt, *row) for row in rows)
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    out = b"\x89PNG\r\n\x1a\n" + chunk(
-        b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
-    )
-    if palette is not None:
-        out += chunk(b"PLTE", bytes(v for rgb in palette for v in rgb))
-    return out + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
 
 
 def main():

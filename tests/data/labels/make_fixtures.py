@@ -6,9 +6,11 @@ Run by hand: ``python tests/data/labels/make_fixtures.py``. Output is determinis
   palette = VOC colours for 0, 1, 2, black padding up to 255, and (224, 224, 192) at 255.
 """
 
-import struct
-import zlib
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pngraw import png  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -17,22 +19,7 @@ PALETTE = [(0, 0, 0), (128, 0, 0), (0, 128, 0)] + [(0, 0, 0)] * 252 + [(224, 224
 
 
 def png_palette(rows, palette):
-    """Encode an 8-bit palette PNG (colour type 3) with a PLTE chunk."""
-    height, width = len(rows), len(rows[0])
-    raw = b"".join(b"\x00" + bytes(row) for row in rows)
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 3, 0, 0, 0)
-    plte = bytes(v for rgb in palette for v in rgb)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + chunk(b"IHDR", ihdr)
-        + chunk(b"PLTE", plte)
-        + chunk(b"IDAT", zlib.compress(raw, 9))
-        + chunk(b"IEND", b"")
-    )
+    return png(rows, 8, color_type=3, palette=palette)
 
 
 def main():

@@ -12,9 +12,11 @@ x 3 high.
   rows [0, 22, 220, 4], [100, 0, 3, 255], [40, 41, 42, 0].
 """
 
-import struct
-import zlib
+import sys
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from pngraw import png  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 
@@ -22,23 +24,6 @@ PGM = [[0, 80, 96, 224], [112, 0, 128, 160], [176, 80, 0, 16]]
 PALETTE = [(0, 0, 0), (224, 224, 224), (176, 176, 176), (160, 160, 160), (128, 128, 128)]
 GT_INDICES = [[0, 1, 2, 3], [4, 0, 1, 2], [3, 4, 0, 1]]
 CONES = [[0, 22, 220, 4], [100, 0, 3, 255], [40, 41, 42, 0]]
-
-
-def png(rows, bit_depth, color_type=0, palette=None):
-    """Encode a greyscale/palette PNG: filter type 0 per row, big-endian samples as the spec requires."""
-    height, width = len(rows), len(rows[0])
-    fmt = f">{width}H" if bit_depth == 16 else f"{width}B"
-    raw = b"".join(b"\x00" + struct.pack(fmt, *row) for row in rows)
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    out = b"\x89PNG\r\n\x1a\n" + chunk(
-        b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0)
-    )
-    if palette is not None:
-        out += chunk(b"PLTE", bytes(v for rgb in palette for v in rgb))
-    return out + chunk(b"IDAT", zlib.compress(raw, 9)) + chunk(b"IEND", b"")
 
 
 def main():
