@@ -55,6 +55,10 @@ def test_every_core_config_fits(config, tmp_path):
     logged = cli.trainer.callback_metrics
     assert any(k.startswith("val/") for k in logged), f"no validation metric logged: {sorted(logged)}"
     assert all(torch.isfinite(v).all() for v in logged.values())
+    # the checkpoint alone rebuilds the module (backbone included) with the same weights
+    restored = type(cli.model).load_from_checkpoint(tmp_path / "ckpt" / "last.ckpt")
+    for k, v in cli.model.state_dict().items():
+        torch.testing.assert_close(restored.state_dict()[k], v, rtol=0, atol=0)
 
 
 def test_loss_decreases_on_quickstart(tmp_path):

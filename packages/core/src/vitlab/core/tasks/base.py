@@ -8,6 +8,7 @@ and the backbone + tuner wiring of the downstream tasks.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn
 
 from vitlab.core.optim import param_groups, warmup_cosine_scheduler
@@ -63,6 +65,17 @@ class VitlabModule(LightningModule):
         self.warmup_steps = warmup_steps
         self.min_lr = min_lr
         self.compile_model = compile
+
+    def save_hparams(self, *module_args: str) -> None:
+        """``save_hyperparameters`` that keeps checkpoints loadable both ways.
+
+        Under LightningCLI the parsed config (plain dicts, including the ``backbone``/``tuner`` class paths)
+        is saved whole, so ``Module.load_from_checkpoint(path)`` rebuilds every sub-module. Built from plain
+        Python, the ``module_args`` (``nn.Module`` instances) are left out of the hyper-parameters and must
+        be passed again to ``load_from_checkpoint``.
+        """
+        from_cli = _given_hyperparameters.get() is not None
+        self.save_hyperparameters(ignore=[] if from_cli else list(module_args), frame=inspect.currentframe().f_back)
 
     # -- hooks subclasses may override -------------------------------------------------------------
     def layer_decay_spec(self) -> tuple[Callable[[str], int], int] | None:

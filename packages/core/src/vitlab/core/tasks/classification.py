@@ -44,7 +44,7 @@ class ImageClassification(BackboneTask):
         **kwargs,
     ) -> None:
         super().__init__(backbone=backbone, tuner=tuner, freeze_backbone=freeze_backbone, **kwargs)
-        self.save_hyperparameters(ignore=["backbone", "tuner"])
+        self.save_hparams("backbone", "tuner")
         dim = int(self.backbone.embed_dim)
         self.head = nn.Sequential(
             nn.BatchNorm1d(dim, affine=False, eps=1e-6) if probe_batchnorm else nn.Identity(),

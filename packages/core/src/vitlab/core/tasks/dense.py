@@ -118,7 +118,7 @@ class SemanticSegmentation(DenseTask):
                  ignore_index: int = IGNORE_INDEX, **kwargs) -> None:
         super().__init__(backbone=backbone, out_channels=num_classes, tuner=tuner,
                          freeze_backbone=freeze_backbone, head=head, head_kwargs=head_kwargs, **kwargs)
-        self.save_hyperparameters(ignore=["backbone", "tuner"])
+        self.save_hparams("backbone", "tuner")
         self.num_classes = num_classes
         self.ignore_index = ignore_index
         self.val_metrics = MetricCollection({
@@ -174,7 +174,7 @@ class DepthEstimation(DenseTask):
             raise ValueError(f"DepthEstimation: loss must be 'silog' or 'l1', got {loss!r}")
         super().__init__(backbone=backbone, out_channels=1, tuner=tuner, freeze_backbone=freeze_backbone,
                          head=head, head_kwargs=head_kwargs, **kwargs)
-        self.save_hyperparameters(ignore=["backbone", "tuner"])
+        self.save_hparams("backbone", "tuner")
         self.max_depth = max_depth
         self.min_depth = min_depth
         self.loss_name = loss
