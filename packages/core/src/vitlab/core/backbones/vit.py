@@ -199,7 +199,7 @@ class ViT(nn.Module):
         self.rope = RoPE2D(base=rope_base) if pos_embed == "rope" else None
 
         norm_layer = partial(nn.LayerNorm, eps=1e-6)
-        dpr = [float(r) for r in torch.linspace(0, drop_path_rate, self.depth)]
+        dpr = [drop_path_rate * i / max(self.depth - 1, 1) for i in range(self.depth)]
         if self.rope is not None:
             blocks = [
                 RoPEBlock(
