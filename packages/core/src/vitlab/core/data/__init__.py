@@ -1,6 +1,20 @@
 """Data: the procedural SyntheticScenes, ImageNet-layout folders, file-format readers, samplers."""
 
-from vitlab.core.data.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from vitlab.core.data.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize
+from vitlab.core.data.dense import (
+    CITYSCAPES_CLASS_NAMES,
+    CITYSCAPES_LABEL_TO_TRAIN_ID,
+    ADE20KDataModule,
+    CityscapesDataModule,
+    DenseDataModule,
+    DenseEvalTransform,
+    DenseFilesDataset,
+    DenseTrainTransform,
+    NYUDepthDataModule,
+    PhotometricDistortion,
+    dense_collate,
+    read_ade20k_full_seg,
+)
 from vitlab.core.data.imagefolder import ImageFolderDataModule
 from vitlab.core.data.io import (
     DatasetFormatError,
@@ -29,6 +43,19 @@ from vitlab.core.data.synthetic import (
 )
 
 __all__ = [
+    "ADE20KDataModule",
+    "CITYSCAPES_CLASS_NAMES",
+    "CITYSCAPES_LABEL_TO_TRAIN_ID",
+    "CityscapesDataModule",
+    "DenseDataModule",
+    "DenseEvalTransform",
+    "DenseFilesDataset",
+    "DenseTrainTransform",
+    "NYUDepthDataModule",
+    "PhotometricDistortion",
+    "dense_collate",
+    "imagenet_normalize",
+    "read_ade20k_full_seg",
     "CLASS_NAMES",
     "DatasetFormatError",
     "EpochShuffleSampler",

@@ -5,3 +5,25 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 #: Pixels without ground truth: +inf for continuous targets (disparity, depth), this id for labels.
 IGNORE_INDEX = 255
+
+
+def imagenet_normalize(batch, keys: tuple[str, ...] = ("image", "right")):
+    """ImageNet-normalise the floating ``keys`` of a dict batch on its own device.
+
+    DataModules call this from ``on_after_batch_transfer`` so the work runs on the GPU. A
+    ``{"source": ..., "target": ...}`` batch (domain adaptation) is normalised per sub-batch.
+    """
+    import torch
+
+    if isinstance(batch, dict) and set(batch) == {"source", "target"}:
+        return {k: imagenet_normalize(v, keys) for k, v in batch.items()}
+    if not isinstance(batch, dict):
+        return batch
+    out = dict(batch)
+    for key in keys:
+        x = out.get(key)
+        if isinstance(x, torch.Tensor) and x.is_floating_point():
+            mean = torch.as_tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+            std = torch.as_tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+            out[key] = (x - mean) / std
+    return out

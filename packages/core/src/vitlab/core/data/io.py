@@ -60,7 +60,7 @@ def _existing_file(path: PathLike, what: str) -> Path:
     return p
 
 
-def _open_image(path: PathLike, what: str) -> Image.Image:
+def open_image(path: PathLike, what: str) -> Image.Image:
     """Open and fully decode an image with PIL, so truncation errors surface here with the path attached."""
     p = _existing_file(path, what)
     try:
@@ -226,7 +226,7 @@ def read_kitti_disparity(path: PathLike) -> np.ndarray:
         raise DatasetFormatError(
             f"{p}: {depth}-bit {_PNG_COLOR_TYPES.get(color, f'colour type {color}')} PNG; expected {_KITTI_WHAT}"
         )
-    v = _grey_array(_open_image(p, _KITTI_WHAT), p, _KITTI_WHAT)
+    v = _grey_array(open_image(p, _KITTI_WHAT), p, _KITTI_WHAT)
     d = v.astype(np.float32) / np.float32(256.0)
     d[v == 0] = np.inf
     return d
@@ -298,7 +298,7 @@ def read_png_scaled(path: PathLike, scale: float, invalid_value: int | None = 0)
         raise ValueError(f"read_png_scaled({path}): scale must be positive and finite, got {scale}")
     what = f"a single-channel 8/16-bit ground-truth image (value = {scale:g} x quantity)"
     p = _existing_file(path, what)
-    im = _open_image(p, what)
+    im = open_image(p, what)
     v = _palette_to_grey(im, p, what) if im.mode == "P" else _grey_array(im, p, what)
     d = v.astype(np.float32) / np.float32(scale)
     if invalid_value is not None:
@@ -320,7 +320,7 @@ def read_label_png(path: PathLike) -> np.ndarray:
     """
     what = "a single-channel label PNG (palette, 8-bit or 16-bit greyscale)"
     p = _existing_file(path, what)
-    im = _open_image(p, what)
+    im = open_image(p, what)
     if im.mode == "P":
         return np.array(im, dtype=np.uint8)
     return np.array(_grey_array(im, p, what))
@@ -340,7 +340,7 @@ def read_image(path: PathLike) -> np.ndarray:
     """
     what = "an 8-bit RGB or greyscale image (PNG/JPEG/PPM/PGM)"
     p = _existing_file(path, what)
-    im = _open_image(p, what)
+    im = open_image(p, what)
     if im.mode not in _RGB_CONVERTIBLE:
         raise DatasetFormatError(f"{p}: image mode {im.mode!r} (not 8-bit); expected {what}")
     return np.array(im.convert("RGB"), dtype=np.uint8)

@@ -57,7 +57,7 @@ import torch
 from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset
 
-from vitlab.core.data.constants import IMAGENET_MEAN, IMAGENET_STD
+from vitlab.core.data.constants import imagenet_normalize
 from vitlab.core.data.sampling import EpochShuffleSampler
 
 __all__ = [
@@ -810,7 +810,6 @@ class SyntheticScenesDataModule(pl.LightningDataModule):
         self.size = (probe.height, probe.width)
         self.save_hyperparameters()
         self.train_set = self.target_set = self.val_set = self.test_set = self.predict_set = None
-        self._stats: dict[torch.device, tuple[torch.Tensor, torch.Tensor]] = {}
 
     @property
     def num_classes(self) -> int:
@@ -870,24 +869,9 @@ class SyntheticScenesDataModule(pl.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.predict_set, train=False)
 
-    def _mean_std(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-        if device not in self._stats:
-            mean = torch.tensor(IMAGENET_MEAN, device=device).view(1, 3, 1, 1)
-            std = torch.tensor(IMAGENET_STD, device=device).view(1, 3, 1, 1)
-            self._stats[device] = (mean, std)
-        return self._stats[device]
-
     def normalize_batch(self, batch: Any) -> Any:
         """ImageNet-normalise ``image``/``right`` in a batch or a ``{"source", "target"}`` dict of batches."""
-        if isinstance(batch, dict) and set(batch) == {"source", "target"}:
-            return {k: self.normalize_batch(v) for k, v in batch.items()}
-        if isinstance(batch, dict):
-            batch = dict(batch)
-            for key in ("image", "right"):
-                if key in batch and batch[key].is_floating_point():
-                    mean, std = self._mean_std(batch[key].device)
-                    batch[key] = (batch[key] - mean) / std
-        return batch
+        return imagenet_normalize(batch)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
         return self.normalize_batch(batch) if self.normalize else batch
