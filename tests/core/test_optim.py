@@ -72,3 +72,9 @@ def test_scheduler_drives_each_group_lr():
     sched.step()
     now = [g["lr"] for g in opt.param_groups]
     assert now == pytest.approx([b * 0.5 * (1 + math.cos(math.pi / 4)) for b in base])
+
+
+def test_decay_tokens_option():
+    groups = param_groups(Toy(), lr=1.0, weight_decay=0.05, decay_tokens=True)
+    names = {n: g["weight_decay"] for g in groups for n in g["names"]}
+    assert names["cls_token"] == 0.05 and names["embed.bias"] == 0.0

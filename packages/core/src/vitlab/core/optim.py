@@ -41,6 +41,7 @@ def param_groups(
     num_layers: int | None = None,
     lr_scale: dict[str, float] | None = None,
     skip_names: Iterable[str] = (),
+    decay_tokens: bool = False,
 ) -> list[dict[str, Any]]:
     """Split the trainable parameters of ``module`` into optimizer groups.
 
@@ -55,10 +56,12 @@ def param_groups(
         num_layers: number of transformer blocks (the deepest index is ``num_layers + 1``).
         lr_scale: multiplies the lr of parameters whose name starts with a key (e.g. ``{"head.": 10.0}``).
         skip_names: extra full names that get no weight decay.
+        decay_tokens: ignore ``no_weight_decay()`` and decay tokens/position tables like other >= 2-D
+            tensors (official MAE pre-training: timm ``add_weight_decay`` with an empty skip list).
     """
     if layer_decay is not None and (layer_id is None or num_layers is None):
         raise ValueError("param_groups: layer_decay needs both layer_id and num_layers")
-    no_wd = _no_weight_decay_names(module) | set(skip_names)
+    no_wd = (set() if decay_tokens else _no_weight_decay_names(module)) | set(skip_names)
     groups: dict[tuple[int, bool, float], dict[str, Any]] = {}
     for name, p in module.named_parameters():
         if not p.requires_grad:

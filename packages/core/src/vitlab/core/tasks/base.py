@@ -29,6 +29,9 @@ def adamw(params) -> torch.optim.Optimizer:
 
 
 class VitlabModule(LightningModule):
+    #: decay cls/mask tokens and learned position tables too (official MAE pre-training does)
+    decay_tokens: bool = False
+
     """Base LightningModule: optimizer groups, schedule and compile flag.
 
     Args:
@@ -128,6 +131,7 @@ class VitlabModule(LightningModule):
             layer_id=spec[0] if spec else None,
             num_layers=spec[1] if spec else None,
             lr_scale=self.lr_scale(),
+            decay_tokens=self.decay_tokens,
         )
         optimizer = self.optimizer_factory(groups)
         total, warmup = self._steps()

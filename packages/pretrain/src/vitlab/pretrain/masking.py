@@ -1,0 +1,290 @@
+"""Masking strategies for masked image modelling, shared by every method in this package.
+
+A mask generator is a plain configurable object: ``gen(batch_size, grid, device, patch_size, tokens, epoch)``
+returns a :class:`MaskOutput` that serves both encoder modes:
+
+* *drop-masked* encoders (MAE, SBAM) use ``ids_keep`` / ``ids_restore`` (per-sample argsort, MAE
+  ``random_masking``);
+* *mask-token* encoders (SimMIM, SG-MIM, noise-in-encoder) use the binary ``mask`` (1 = masked).
+
+Every generator fills all fields, so any strategy plugs into any method (e.g. block masks for MAE,
+salience masks for SimMIM).
+
+Sources: MAE (He et al. 2022, `facebookresearch/mae` ``models_mae.random_masking``) [code]; SimMIM (Xie et al.
+2022, `microsoft/SimMIM` ``MaskGenerator``) [code]; SBAM/AMR (Choi et al., ECCV 2024, `doihye/SBAM`
+``saliency_guided_masking``) [code], with the [inferred] parts named in :class:`SalienceMask`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "MaskOutput",
+    "MaskGenerator",
+    "RandomPatchMask",
+    "BlockRandomMask",
+    "SalienceMask",
+    "ComplementaryMask",
+    "salience_scores",
+    "mask_from_shuffle",
+]
+
+
+@dataclass
+class MaskOutput:
+    """One batch of masks on an ``h x w`` patch grid (``L = h*w``).
+
+    Attributes:
+        mask: ``(B, L)`` float, 1 = masked / removed, 0 = visible (MAE convention), raster order.
+        ids_shuffle: ``(B, L)`` int64; the first ``len_keep[b]`` entries are the visible patches of image b.
+        ids_restore: ``(B, L)`` int64, the inverse permutation (``ids_shuffle.gather(1, ids_restore) = arange``).
+        len_keep: ``(B,)`` int64 number of visible patches per image.
+        grid: ``(h, w)``.
+        ratio: ``(B,)`` float, the masking ratio each image was asked for (AMR changes it per batch/image).
+    """
+
+    mask: Tensor
+    ids_shuffle: Tensor
+    ids_restore: Tensor
+    len_keep: Tensor
+    grid: tuple[int, int]
+    ratio: Tensor
+
+    @property
+    def max_keep(self) -> int:
+        return int(self.len_keep.max())
+
+    @property
+    def uniform(self) -> bool:
+        """True when every image keeps the same number of patches (no padding needed to drop tokens)."""
+        return bool((self.len_keep == self.len_keep[0]).all())
+
+    @property
+    def ids_keep(self) -> Tensor:
+        """``(B, max_keep)`` kept patch indices; with per-image ratios the tail of short rows is padding."""
+        return self.ids_shuffle[:, : self.max_keep]
+
+    @property
+    def keep_valid(self) -> Tensor:
+        """``(B, max_keep)`` bool: False marks padding slots of ``ids_keep`` (only with per-image ratios)."""
+        ar = torch.arange(self.max_keep, device=self.len_keep.device)
+        return ar[None] < self.len_keep[:, None]
+
+    def mask_2d(self) -> Tensor:
+        """``(B, 1, h, w)`` float mask."""
+        h, w = self.grid
+        return self.mask.reshape(-1, 1, h, w)
+
+    def pixel_mask(self, patch_size: int) -> Tensor:
+        """``(B, 1, H, W)`` float mask upsampled to pixels (SimMIM ``repeat_interleave``)."""
+        m = self.mask_2d()
+        return m.repeat_interleave(patch_size, 2).repeat_interleave(patch_size, 3)
+
+
+def mask_from_shuffle(ids_shuffle: Tensor, len_keep: Tensor, grid: tuple[int, int], ratio: Tensor) -> MaskOutput:
+    """Build a :class:`MaskOutput` from a per-sample ordering (visible first) and per-image keep counts."""
+    B, L = ids_shuffle.shape
+    ids_restore = torch.argsort(ids_shuffle, dim=1)
+    ar = torch.arange(L, device=ids_shuffle.device)
+    mask_shuffled = (ar[None] >= len_keep[:, None]).float()  # 0 = keep, in shuffled order
+    mask = torch.gather(mask_shuffled, 1, ids_restore)
+    return MaskOutput(mask, ids_shuffle, ids_restore, len_keep, grid, ratio)
+
+
+def _mask_from_binary(mask: Tensor, grid: tuple[int, int], ratio: Tensor) -> MaskOutput:
+    """Orderings for a given binary mask: visible patches first (in raster order), then masked ones."""
+    ids_shuffle = torch.argsort(mask, dim=1, stable=True)
+    len_keep = (mask < 0.5).sum(1)
+    return mask_from_shuffle(ids_shuffle, len_keep, grid, ratio)
+
+
+class MaskGenerator:
+    """Base class: subclasses implement :meth:`__call__`.
+
+    ``needs_tokens`` tells the module to pass ``tokens`` = patch embedding + positions (no class token).
+    """
+
+    needs_tokens: bool = False
+
+    def __call__(
+        self,
+        batch_size: int,
+        grid: tuple[int, int],
+        device: torch.device | str,
+        patch_size: int = 16,
+        tokens: Tensor | None = None,
+        epoch: int = 0,
+    ) -> MaskOutput:
+        raise NotImplementedError
+
+
+class RandomPatchMask(MaskGenerator):
+    """MAE per-sample random masking [code]: ``len_keep = int(L (1 - r))``, ``ids_shuffle = argsort(U[0,1])``.
+
+    Args:
+        mask_ratio: fraction of patches removed (0.75, MAE).
+    """
+
+    def __init__(self, mask_ratio: float = 0.75) -> None:
+        if not 0.0 <= mask_ratio < 1.0:
+            raise ValueError(f"RandomPatchMask: mask_ratio must be in [0, 1), got {mask_ratio}")
+        self.mask_ratio = float(mask_ratio)
+
+    def __call__(self, batch_size, grid, device, patch_size=16, tokens=None, epoch=0) -> MaskOutput:
+        L = grid[0] * grid[1]
+        len_keep = int(L * (1 - self.mask_ratio))
+        noise = torch.rand(batch_size, L, device=device)
+        ids_shuffle = torch.argsort(noise, dim=1)  # ascending: small noise = keep
+        keep = torch.full((batch_size,), len_keep, dtype=torch.long, device=device)
+        ratio = torch.full((batch_size,), self.mask_ratio, device=device)
+        return mask_from_shuffle(ids_shuffle, keep, grid, ratio)
+
+
+class BlockRandomMask(MaskGenerator):
+    """SimMIM random block masking [code]: square cells of ``mask_patch_size`` px, ``ceil(cells * r)`` masked.
+
+    The cell mask is upsampled to the model's patch grid (ViT/16 at 224 px: 7x7 cells of 32 px -> 14x14).
+    SimMIM draws it in the data pipeline with numpy; here it is drawn per sample on the device, same law.
+
+    Args:
+        mask_patch_size: cell size in pixels (32); must be a multiple of the model patch size.
+        mask_ratio: fraction of cells masked (0.6).
+    """
+
+    def __init__(self, mask_patch_size: int = 32, mask_ratio: float = 0.6) -> None:
+        if not 0.0 <= mask_ratio < 1.0:
+            raise ValueError(f"BlockRandomMask: mask_ratio must be in [0, 1), got {mask_ratio}")
+        self.mask_patch_size = int(mask_patch_size)
+        self.mask_ratio = float(mask_ratio)
+
+    def __call__(self, batch_size, grid, device, patch_size=16, tokens=None, epoch=0) -> MaskOutput:
+        if self.mask_patch_size % patch_size:
+            raise ValueError(
+                f"BlockRandomMask: mask_patch_size {self.mask_patch_size} must be a multiple of the model "
+                f"patch size {patch_size}"
+            )
+        s = self.mask_patch_size // patch_size
+        h, w = grid
+        if h % s or w % s:
+            raise ValueError(
+                f"BlockRandomMask: patch grid {h}x{w} is not divisible into {self.mask_patch_size}-px cells "
+                f"(input size must be a multiple of {self.mask_patch_size})"
+            )
+        ch, cw = h // s, w // s
+        cells = ch * cw
+        count = int(math.ceil(cells * self.mask_ratio))
+        order = torch.argsort(torch.rand(batch_size, cells, device=device), dim=1)
+        cell_mask = torch.zeros(batch_size, cells, device=device)
+        cell_mask.scatter_(1, order[:, :count], 1.0)
+        mask = cell_mask.reshape(batch_size, ch, cw).repeat_interleave(s, 1).repeat_interleave(s, 2)
+        ratio = torch.full((batch_size,), count / cells, device=device)
+        return _mask_from_binary(mask.reshape(batch_size, -1), grid, ratio)
+
+
+def salience_scores(tokens: Tensor) -> Tensor:
+    """SBAM salience [code]: column sums of ``softmax_j(x x^T)`` on patch embeddings, min-max normalised per image.
+
+    ``tokens``: ``(B, L, D)`` patch embedding + positions. Computed in fp32 (x x^T overflows fp16 [inferred]);
+    no Q/K projection and no 1/sqrt(D) scaling, as in the official code. Returns ``(B, L)`` in [0, 1].
+    """
+    x = tokens.detach().float()
+    with torch.autocast(device_type=x.device.type, enabled=False):
+        attn = torch.softmax(x @ x.transpose(1, 2), dim=-1)
+        s = attn.sum(dim=1)  # column sums: attention each token receives = its "outgoing" salience
+        lo = s.min(dim=1, keepdim=True).values
+        hi = s.max(dim=1, keepdim=True).values
+        return (s - lo) / (hi - lo + 1e-6)  # eps added: the official code divides without one
+
+
+class SalienceMask(MaskGenerator):
+    """SBAM salience-guided masking with the adaptive masking ratio (AMR).
+
+    [code] (`doihye/SBAM`): salience from :func:`salience_scores`; ``score = s + U(0, noise_amp)``; the
+    lowest scores are kept, so the most salient tokens are masked first; AMR counts salient tokens
+    ``y_b = #{s_bj > delta}`` and sets ``r = r_base - v + 2 v y / L`` (so ``r`` stays in ``[r_base - v, r_base + v]``),
+    with ``y`` averaged over the batch (one ratio per batch) in the official code.
+
+    [inferred]: ``delta = 0.5`` and ``variation = 0.1`` (not in the official code; values of a third-party
+    re-use); ``per_batch_ratio=False`` gives every image its own ratio as the paper describes (drop-masked
+    encoders then pad ``ids_keep`` and mask the padding in attention); ``start_epoch``: plain random masking
+    at ``r_base`` before that epoch, since salience from an untrained patch embedding is meaningless (the
+    official run resumes from a 100-epoch MAE warm-up checkpoint).
+
+    Args:
+        mask_ratio: base ratio ``r_base`` (0.75).
+        adaptive: use AMR; False = SBM with the fixed ratio.
+        delta: salience threshold for AMR counting (0.5).
+        variation: AMR half-range ``v`` (0.1).
+        noise_amp: amplitude of the uniform noise added to the salience (0.5, ``torch.rand / 2``).
+        per_batch_ratio: True = one ratio per batch (official code), False = one per image (paper).
+        start_epoch: epochs of plain random masking first (0).
+    """
+
+    needs_tokens = True
+
+    def __init__(
+        self,
+        mask_ratio: float = 0.75,
+        adaptive: bool = True,
+        delta: float = 0.5,
+        variation: float = 0.1,
+        noise_amp: float = 0.5,
+        per_batch_ratio: bool = True,
+        start_epoch: int = 0,
+    ) -> None:
+        if not (0.0 <= mask_ratio - variation and mask_ratio + variation < 1.0):
+            raise ValueError(
+                f"SalienceMask: mask_ratio +- variation must stay in [0, 1), got {mask_ratio} +- {variation}"
+            )
+        self.mask_ratio = float(mask_ratio)
+        self.adaptive = bool(adaptive)
+        self.delta = float(delta)
+        self.variation = float(variation) if adaptive else 0.0
+        self.noise_amp = float(noise_amp)
+        self.per_batch_ratio = bool(per_batch_ratio)
+        self.start_epoch = int(start_epoch)
+        self._random = RandomPatchMask(mask_ratio)
+
+    def ratios(self, salience: Tensor) -> Tensor:
+        """AMR masking ratio per image ``(B,)`` from normalised salience ``(B, L)``."""
+        B, L = salience.shape
+        if not self.adaptive:
+            return torch.full((B,), self.mask_ratio, device=salience.device)
+        y = (salience > self.delta).float().sum(1) / L
+        if self.per_batch_ratio:
+            y = y.mean().expand(B)
+        return self.mask_ratio - self.variation + 2 * self.variation * y
+
+    def __call__(self, batch_size, grid, device, patch_size=16, tokens=None, epoch=0) -> MaskOutput:
+        if epoch < self.start_epoch:
+            return self._random(batch_size, grid, device, patch_size)
+        if tokens is None:
+            raise ValueError("SalienceMask needs the patch tokens (patch embedding + positions)")
+        B, L, _ = tokens.shape
+        sal = salience_scores(tokens)
+        ratio = self.ratios(sal)
+        len_keep = (L * (1 - ratio)).long()  # int(L * (1 - r)) as MAE
+        score = sal + torch.rand_like(sal) * self.noise_amp
+        ids_shuffle = torch.argsort(score, dim=1)  # keep the lowest, mask the most salient
+        return mask_from_shuffle(ids_shuffle, len_keep, grid, ratio)
+
+
+class ComplementaryMask:
+    """SG-MIM selective masking [code]: the structure (depth) stream keeps exactly the image-masked patches.
+
+    ``keep(mask)`` returns the ``(B, L)`` float keep-weight of the depth stream: ``w = mask`` (1 where the image
+    is masked, 0 where it is visible); ``visible(mask)`` is its complement, where the depth loss applies.
+    """
+
+    @staticmethod
+    def keep(mask: Tensor) -> Tensor:
+        return mask
+
+    @staticmethod
+    def visible(mask: Tensor) -> Tensor:
+        return 1.0 - mask
