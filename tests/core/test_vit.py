@@ -548,3 +548,17 @@ def test_load_croco_encoder_keys():
     x = torch.randn(1, 3, 32, 64)
     with torch.no_grad():
         assert torch.equal(m.forward_features(x), src.forward_features(x))
+
+
+@pytest.mark.parametrize("pos_embed", ["rope", "sincos"])
+def test_inference_mode_then_training(pos_embed):
+    """`vitlab predict`/`validate` run under inference_mode; cached positions must not leak into training."""
+    m = tiny_vit(pos_embed=pos_embed)
+    x = torch.randn(2, 3, 48, 32)  # off the default grid, so the sin-cos table is computed and cached
+    with torch.inference_mode():
+        ref = m.forward_features(x)
+    out = m.forward_features(x)
+    out.sum().backward()
+    torch.testing.assert_close(out.detach(), ref)
+    with torch.inference_mode():
+        torch.testing.assert_close(m.forward_features(x), ref)

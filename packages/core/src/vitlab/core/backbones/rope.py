@@ -70,15 +70,18 @@ class RoPE2D(nn.Module):
         ):  # identity memo is host-side bookkeeping: let the compiler fuse instead
             f = self._angles(d, positions)
             return f.cos(), f.sin()
-        key = (id(positions), d)
+        # inference tensors have no version counter and must never meet autograd: separate entries
+        inference = positions.is_inference() or torch.is_inference_mode_enabled()
+        version = None if positions.is_inference() else positions._version
+        key = (id(positions), d, inference)
         hit = self._cache.get(key)
-        if hit is not None and hit[0] is positions and hit[1] == positions._version:
+        if hit is not None and hit[0] is positions and hit[1] == version:
             return hit[2], hit[3]
         f = self._angles(d, positions)  # (..., 2, d)
         cos, sin = f.cos(), f.sin()
         if len(self._cache) >= 8:
             self._cache.pop(next(iter(self._cache)))
-        self._cache[key] = (positions, positions._version, cos, sin)
+        self._cache[key] = (positions, version, cos, sin)
         return cos, sin
 
     def forward(self, tokens: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:

@@ -330,7 +330,7 @@ class ViT(nn.Module):
     def grid_positions(self, h: int, w: int, device: torch.device | str | None = None) -> torch.Tensor:
         """Integer ``(y, x)`` patch coordinates of an ``h x w`` grid in raster order: ``(h*w, 2)`` int64 (cached)."""
         device = torch.device(device) if device is not None else self.patch_embed.proj.weight.device
-        key = (h, w, str(device))
+        key = (h, w, str(device), torch.is_inference_mode_enabled())
         pos = self._grid_pos_cache.get(key)
         if pos is None:
             ys, xs = torch.meshgrid(
@@ -344,7 +344,7 @@ class ViT(nn.Module):
         """Positions for all tokens (prefix tokens at (0, 0) = not rotated): (N, 2) or (B, N, 2)."""
         p = self.num_prefix_tokens
         if ids_keep is None:
-            key = ("full", h, w, str(device), p)
+            key = ("full", h, w, str(device), p, torch.is_inference_mode_enabled())
             pos = self._grid_pos_cache.get(key)
             if pos is None:
                 grid = self.grid_positions(h, w, device)
@@ -364,7 +364,7 @@ class ViT(nn.Module):
             return self.pos_embed
         if self.pos_embed_type == "learned":
             return resize_pos_embed(self.pos_embed, (h, w), self.grid_size, self.num_prefix_tokens)
-        key = (h, w, str(self.pos_embed.device), self.pos_embed.dtype)
+        key = (h, w, str(self.pos_embed.device), self.pos_embed.dtype, torch.is_inference_mode_enabled())
         table = self._sincos_cache.get(key)
         if table is None:
             table = get_2d_sincos_pos_embed(

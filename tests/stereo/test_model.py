@@ -1,0 +1,169 @@
+"""BinocularViT: presets and hooks, shapes, the CroCo decoder wiring, RoPE2D, official key map."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from vitlab.core.backbones import RoPE2D
+from vitlab.stereo import BinocularViT, croco_hooks, decoder_hooks, patchify, unpatchify
+
+
+def test_preset_hooks_match_croco_stereo():
+    assert croco_hooks(24, 12) == [23, 27, 31, 35]  # L-B
+    assert croco_hooks(12, 12) == [11, 15, 19, 23]  # B-B
+    assert croco_hooks(12, 8) == [10, 13, 16, 19]  # B-S
+    assert decoder_hooks(12, 12) == [13, 16, 19, 23] and decoder_hooks(24, 12) == [25, 28, 31, 35]
+
+
+@pytest.mark.parametrize("preset,dims", [("B-S", (768, 12, 12, 512, 8, 16)), ("B-B", (768, 12, 12, 768, 12, 12)),
+                                         ("L-B", (1024, 24, 16, 768, 12, 12))])
+def test_presets(preset, dims):
+    assert BinocularViT.resolve_sizes(preset) == dims
+    assert BinocularViT.resolve_sizes(preset, 64, 2)[:3] == (64, 2, dims[2])
+    with pytest.raises(ValueError, match="preset"):
+        BinocularViT.resolve_sizes("H-S")
+
+
+def test_head_widths_follow_the_hooks(tiny_net):
+    m = tiny_net(enc_embed_dim=48, enc_num_heads=3)
+    assert m.hooks == croco_hooks(3, 2) == [1, 2, 3, 4]
+    assert m.head.in_dims == [48, 48, 32, 32]
+
+
+@pytest.mark.parametrize("hw", [(64, 64), (64, 96), (96, 160)])
+def test_output_is_full_resolution_for_multiples_of_32(tiny_net, hw):
+    m = tiny_net()
+    x = torch.randn(2, 3, *hw)
+    out = m(x, torch.randn_like(x))
+    assert out.shape == (2, 2, *hw)
+
+
+def test_one_shared_decoder_embed_and_memory_unchanged(tiny_net):
+    m = tiny_net()
+    calls = []
+    m.decoder_embed.register_forward_hook(lambda mod, i, o: calls.append(i[0].shape))
+    seen = []
+    for blk in m.dec_blocks:
+        blk.register_forward_hook(lambda mod, i, o: seen.append((i[1], o[1])))
+    x = torch.randn(1, 3, 64, 64)
+    m(x, x.flip(-1))
+    assert len(calls) == 2  # once for the left queries, once for the right memory: one module
+    assert all(i is o for i, o in seen)  # the memory passes through every block untouched
+    assert seen[0][0] is seen[1][0]  # and it is the same tensor for every block
+
+
+def test_head_reads_normed_last_encoder_and_decoder_entries(tiny_net):
+    m = tiny_net(hooks=[2, 3, 4, 4])  # last encoder (index E-1 = 2), decoder 0, decoder 1 (last)
+    feats = {}
+    m.head.register_forward_pre_hook(lambda mod, args: feats.update(f=args[0]))
+    x = torch.randn(1, 3, 64, 64)
+    m(x, x)
+    f = feats["f"]
+    for t in (f[0], f[3]):  # enc-normed / dec-normed with unit LayerNorm init: zero mean per token
+        assert torch.allclose(t.mean(-1), torch.zeros(()), atol=1e-5)
+    assert not torch.allclose(f[1].mean(-1), torch.zeros(()), atol=1e-3)  # a raw decoder block output
+
+
+def test_rope2d_scores_depend_only_on_offsets():
+    rope = RoPE2D(100.0)
+    q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
+
+    def score(pq, pk):
+        return (rope(q, torch.tensor([pq])) * rope(k, torch.tensor([pk]))).sum()
+
+    assert torch.allclose(score((3, 5), (1, 2)), score((10, 7), (8, 4)), atol=1e-5)
+    assert not torch.allclose(score((3, 5), (1, 2)), score((3, 5), (2, 2)), atol=1e-3)
+
+
+def test_patchify_roundtrip():
+    x = torch.randn(2, 3, 32, 48)
+    t = patchify(x, 16)
+    assert t.shape == (2, 6, 768)
+    assert torch.equal(t[0, 1].view(16, 16, 3)[:, :, 0], x[0, 0, :16, 16:32])
+    assert torch.equal(unpatchify(t, 16, (2, 3)), x)
+
+
+def _official_state(m: BinocularViT) -> dict[str, torch.Tensor]:
+    """A state dict with naver/croco names (CroCoNet + CroCo-Stereo head), built from random tensors."""
+    g = torch.Generator().manual_seed(0)
+    sd = {}
+    for k, v in m.state_dict().items():
+        r = torch.randn(v.shape, generator=g)
+        if k.startswith("encoder."):
+            k2 = k[len("encoder."):]
+            k2 = k2.replace("blocks.", "enc_blocks.", 1) if k2.startswith("blocks.") else k2
+            k2 = "enc_norm." + k2[len("norm."):] if k2.startswith("norm.") else k2
+            sd[k2] = r
+        elif ".cross_attn.qkv." in k:
+            d = v.shape[0] // 3
+            for j, n in enumerate("qkv"):
+                sd[k.replace("cross_attn.qkv.", f"cross_attn.proj{n}.")] = r[j * d:(j + 1) * d]
+        elif k.startswith("head."):
+            rest = k[len("head."):]
+            for a, b in (("layer_rn.", "scratch.layer{}_rn."), ("refinenet.", "scratch.refinenet{}.")):
+                if rest.startswith(a):
+                    i, tail = rest[len(a):].split(".", 1)
+                    rest = b.format(int(i) + 1) + tail.replace("res1.", "resConfUnit1.").replace("res2.", "resConfUnit2.")
+            sd["head.dpt." + rest] = r
+        else:
+            sd[k] = r
+    sd["head.dpt.scratch.refinenet4.resConfUnit1.conv1.weight"] = torch.zeros(1)  # CroCo's unused unit
+    sd["enc_pos_embed"] = torch.zeros(1)
+    return sd
+
+
+def test_official_croco_key_map_loads_every_weight(tiny_net):
+    m = tiny_net()
+    sd = _official_state(m)
+    assert "enc_blocks.0.attn.qkv.weight" in sd and "dec_blocks.1.cross_attn.projk.weight" in sd
+    assert "head.dpt.scratch.refinenet2.resConfUnit1.conv2.bias" in sd
+    rep = m.load_croco({"model": sd, "croco_kwargs": {}})
+    assert rep.missing == [] and rep.unexpected == []
+    own = m.state_dict()
+    assert torch.equal(own["encoder.blocks.2.mlp.fc1.weight"], sd["enc_blocks.2.mlp.fc1.weight"])
+    assert torch.equal(own["encoder.norm.weight"], sd["enc_norm.weight"])
+    q, k, v = (sd[f"dec_blocks.0.cross_attn.proj{n}.weight"] for n in "qkv")
+    assert torch.equal(own["dec_blocks.0.cross_attn.qkv.weight"], torch.cat([q, k, v]))
+    assert torch.equal(own["head.refinenet.1.res1.conv2.bias"], sd["head.dpt.scratch.refinenet2.resConfUnit1.conv2.bias"])
+    assert torch.equal(own["mask_token"], sd["mask_token"])
+
+
+def test_croco_pretraining_checkpoint_leaves_only_the_head_missing(tiny_net, tmp_path):
+    m = tiny_net()
+    sd = {k: v for k, v in _official_state(m).items() if not k.startswith("head.")}
+    path = tmp_path / "CroCo_tiny.pth"
+    torch.save({"model": sd}, path)
+    rep = BinocularViT(**{**dict(m.__dict__.get("_kw", {}))}, enc_embed_dim=32, enc_depth=3, enc_num_heads=2,
+                       dec_embed_dim=32, dec_depth=2, dec_num_heads=2, layer_dims=(16, 16, 32, 32),
+                       feature_dim=16, last_dim=8).load_croco(str(path))
+    assert rep.missing and all(k.startswith("head.") for k in rep.missing)
+    with pytest.raises(ValueError, match="shape mismatch"):
+        tiny_net(dec_embed_dim=64, dec_num_heads=4).load_croco(str(path))
+    with pytest.raises(ValueError, match="not a CroCo checkpoint"):
+        m.load_croco({"blocks.0.attn.qkv.weight": torch.zeros(3)})
+
+
+def test_masked_encode_decode_shapes(tiny_net):
+    m = tiny_net(hook_mode="decoder")
+    assert min(m.hooks) >= m.enc_depth
+    x = torch.randn(2, 3, 64, 64)
+    keep = torch.tensor([[0, 3, 5, 9], [1, 2, 14, 15]])
+    enc, pos, hw = m.encode(x, keep)
+    assert enc[-1].shape == (2, 4, 32) and pos.shape == (2, 4, 2) and hw == (4, 4)
+    assert torch.equal(pos[1, 2], torch.tensor([3, 2]))  # token 14 of a 4x4 grid is (y=3, x=2)
+    dec = m.decode(enc[-1], m.encode(x)[0][-1], hw, keep)
+    assert dec[-1].shape == (2, 16, 32)
+    assert m.dense_head([None] * m.enc_depth + dec, (64, 64)).shape == (2, 2, 64, 64)
+    assert m.reconstruct(dec[-1]).shape == (2, 16, 16 * 16 * 3)
+
+
+def test_prediction_depends_on_the_right_view(tiny_net):
+    m = tiny_net().eval()
+    g = torch.Generator().manual_seed(0)
+    left, right = torch.randn(1, 3, 64, 64, generator=g), torch.randn(1, 3, 64, 64, generator=g)
+    with torch.no_grad():
+        assert not torch.allclose(m(left, right), m(left, left), atol=1e-4)
+    right.requires_grad_(True)
+    m(left, right)[:, 0].sum().backward()
+    assert right.grad.abs().sum() > 0
