@@ -146,6 +146,17 @@ class MIMModule(VitlabModule):
         """Returns a dict with the total ``loss`` and any logged components."""
         raise NotImplementedError
 
+    @staticmethod
+    def with_plugin_losses(out: dict[str, Any], loss_mim: Tensor) -> dict[str, Tensor]:
+        """``{"loss_mim", <MTO terms if the plug-in ran>, "loss" = their sum}`` for a reconstruction loss."""
+        losses = {"loss_mim": loss_mim}
+        total = loss_mim
+        if "mto" in out:
+            losses.update(out["mto"])
+            total = total + out["mto"]["mto"]
+        losses["loss"] = total
+        return losses
+
     def progress(self) -> float:
         """Fraction of training done (0..1); 1.0 outside ``fit`` (schedules such as MTO's switch off)."""
         trainer = self._trainer

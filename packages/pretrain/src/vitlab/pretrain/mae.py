@@ -22,7 +22,7 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from vitlab.core import ViT
-from vitlab.core.backbones import get_2d_sincos_pos_embed, load_checkpoint
+from vitlab.core.backbones import get_2d_sincos_pos_embed, init_mae_weights, load_checkpoint
 from vitlab.core.backbones.checkpoint import LoadResult, read_checkpoint, unwrap_state_dict
 from vitlab.pretrain.base import MIMModule, run_block, run_blocks
 from vitlab.pretrain.losses import masked_mse, norm_pix_target, patchify, unpatchify
@@ -40,16 +40,6 @@ _DECODER_KEYS = {
     "decoder_norm.": "norm.",
     "decoder_pred.": "pred.",
 }
-
-
-def _init_weights(m: nn.Module) -> None:
-    if isinstance(m, nn.Linear):
-        nn.init.xavier_uniform_(m.weight)
-        if m.bias is not None:
-            nn.init.zeros_(m.bias)
-    elif isinstance(m, nn.LayerNorm):
-        nn.init.ones_(m.weight)
-        nn.init.zeros_(m.bias)
 
 
 class MAEDecoder(nn.Module):
@@ -87,7 +77,7 @@ class MAEDecoder(nn.Module):
         self.pred = nn.Linear(embed_dim, patch_size * patch_size * in_chans)
         self._pos_cache: dict[tuple, Tensor] = {}
         nn.init.normal_(self.mask_token, std=0.02)
-        self.apply(_init_weights)
+        self.apply(init_mae_weights)
 
     def pos_embed(self, grid: tuple[int, int], device, dtype) -> Tensor:
         key = (grid, str(device), dtype)
@@ -244,14 +234,7 @@ class MAE(MIMModule):
         return norm_pix_target(t) if self.norm_pix_loss else t
 
     def loss(self, out, images, masks, batch) -> dict[str, Tensor]:
-        mim = masked_mse(out["pred"], self.target(images), masks.mask)
-        losses = {"loss_mim": mim}
-        total = mim
-        if "mto" in out:
-            losses.update(out["mto"])
-            total = total + out["mto"]["mto"]
-        losses["loss"] = total
-        return losses
+        return self.with_plugin_losses(out, masked_mse(out["pred"], self.target(images), masks.mask))
 
     def reconstruct(self, out, images, masks) -> Tensor:
         pred = out["pred"].float()

@@ -114,14 +114,7 @@ class SimMIM(MIMModule):
         return out
 
     def loss(self, out, images, masks, batch) -> dict[str, Tensor]:
-        rec = masked_l1(out["pred"], images, masks.pixel_mask(self.patch_size))
-        losses = {"loss_mim": rec}
-        total = rec
-        if "mto" in out:
-            losses.update(out["mto"])
-            total = total + out["mto"]["mto"]
-        losses["loss"] = total
-        return losses
+        return self.with_plugin_losses(out, masked_l1(out["pred"], images, masks.pixel_mask(self.patch_size)))
 
     def reconstruct(self, out, images, masks) -> Tensor:
         return out["pred"]

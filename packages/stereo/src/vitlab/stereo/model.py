@@ -29,7 +29,13 @@ import torch
 import torch.nn as nn
 
 from vitlab.core import DPTHead, ViT
-from vitlab.core.backbones import CrossBlock, convert_croco_decoder, load_checkpoint, read_checkpoint
+from vitlab.core.backbones import (
+    CrossBlock,
+    convert_croco_decoder,
+    init_mae_weights,
+    load_checkpoint,
+    read_checkpoint,
+)
 from vitlab.core.backbones.checkpoint import unwrap_state_dict
 
 __all__ = [
@@ -220,13 +226,7 @@ class BinocularViT(nn.Module):
 
     def _init_decoder(self) -> None:
         for m in [self.decoder_embed, self.prediction_head, *self.dec_blocks.modules(), self.dec_norm]:
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-            elif isinstance(m, nn.LayerNorm):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+            init_mae_weights(m)
         nn.init.normal_(self.mask_token, std=0.02)
 
     # ------------------------------------------------------------------ helpers

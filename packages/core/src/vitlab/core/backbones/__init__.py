@@ -11,13 +11,14 @@ from .checkpoint import (
 from .decoder import CrossBlock
 from .pos_embed import get_1d_sincos_pos_embed, get_2d_sincos_pos_embed, resize_pos_embed
 from .rope import RoPE2D, RoPEAttention
-from .vit import VIT_SIZES, RoPEBlock, ViT, default_out_indices
+from .vit import VIT_SIZES, RoPEBlock, ViT, default_out_indices, init_mae_weights
 
 __all__ = [
     "ViT",
     "VIT_SIZES",
     "RoPEBlock",
     "default_out_indices",
+    "init_mae_weights",
     "RoPE2D",
     "RoPEAttention",
     "CrossBlock",

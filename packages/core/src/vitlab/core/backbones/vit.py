@@ -30,7 +30,7 @@ from torch.utils.checkpoint import checkpoint
 from .pos_embed import get_2d_sincos_pos_embed, resize_pos_embed
 from .rope import RoPE2D, RoPEAttention
 
-__all__ = ["ViT", "VIT_SIZES", "RoPEBlock", "default_out_indices"]
+__all__ = ["ViT", "VIT_SIZES", "RoPEBlock", "default_out_indices", "init_mae_weights"]
 
 _log = logging.getLogger(__name__)
 
@@ -256,7 +256,7 @@ class ViT(nn.Module):
             nn.init.normal_(self.cls_token, std=0.02)
         if self.mask_token is not None:
             nn.init.normal_(self.mask_token, std=0.02)
-        self.apply(_init_mae)
+        self.apply(init_mae_weights)
 
     def load_pretrained(
         self, pretrained: str, checkpoint_format: str = "auto", checkpoint_key: str | None = None
@@ -513,7 +513,8 @@ class ViT(nn.Module):
         return self.pool(self.forward_features(x))
 
 
-def _init_mae(m: nn.Module) -> None:
+def init_mae_weights(m: nn.Module) -> None:
+    """MAE initialisation of one module (use with ``module.apply``): xavier-uniform Linear, zero bias, LN (1, 0)."""
     if isinstance(m, nn.Linear):
         nn.init.xavier_uniform_(m.weight)
         if m.bias is not None:
