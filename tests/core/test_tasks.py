@@ -133,3 +133,12 @@ def test_prediction_images_to_tensorboard(tmp_path):
     acc = EventAccumulator(str(events[0].parent))
     acc.Reload()
     assert "val/predictions/0" in acc.Tags()["images"]
+
+
+def test_classification_accuracy_is_over_images():
+    m = ImageClassification(backbone=vit(), num_classes=5)
+    logits = torch.zeros(4, 5)
+    logits[:, 0] = 1.0  # always class 0
+    m.val_metrics.update(logits, torch.tensor([0, 0, 0, 1]))
+    assert float(m.val_metrics.compute()["val/acc1"]) == pytest.approx(0.75)
+    assert "val/acc5" not in m.val_metrics.compute(), "top-5 of 5 classes is always 1"

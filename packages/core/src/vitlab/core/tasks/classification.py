@@ -53,9 +53,10 @@ class ImageClassification(BackboneTask):
         nn.init.trunc_normal_(self.head[1].weight, std=0.01 if freeze_backbone else 2e-5)
         nn.init.zeros_(self.head[1].bias)
         self.label_smoothing = label_smoothing
-        metrics = {"acc1": MulticlassAccuracy(num_classes, top_k=1)}
-        if num_classes >= 5:
-            metrics["acc5"] = MulticlassAccuracy(num_classes, top_k=5)
+        # top-k accuracy over all images (ImageNet convention), not torchmetrics' default class average
+        metrics = {"acc1": MulticlassAccuracy(num_classes, top_k=1, average="micro")}
+        if num_classes > 5:
+            metrics["acc5"] = MulticlassAccuracy(num_classes, top_k=5, average="micro")
         self.val_metrics = MetricCollection(metrics, prefix="val/")
         self.test_metrics = self.val_metrics.clone(prefix="test/")
 
