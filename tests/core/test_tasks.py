@@ -142,3 +142,18 @@ def test_classification_accuracy_is_over_images():
     m.val_metrics.update(logits, torch.tensor([0, 0, 0, 1]))
     assert float(m.val_metrics.compute()["val/acc1"]) == pytest.approx(0.75)
     assert "val/acc5" not in m.val_metrics.compute(), "top-5 of 5 classes is always 1"
+
+
+def test_compile_flag_compiles_backbone_in_place(monkeypatch):
+    """`compile: true` compiles the backbone in place once (state-dict keys keep their names)."""
+    calls = []
+    monkeypatch.setattr(ViT, "compile", lambda self, *a, **k: calls.append(self), raising=False)
+    m = SemanticSegmentation(backbone=vit(), num_classes=7, head="linear", compile=True)
+    keys = set(m.state_dict())
+    m.configure_model()
+    m.configure_model()
+    assert calls == [m.backbone], "compile must run once, on the backbone"
+    assert set(m.state_dict()) == keys
+    plain = SemanticSegmentation(backbone=vit(), num_classes=7, head="linear")
+    plain.configure_model()
+    assert len(calls) == 1

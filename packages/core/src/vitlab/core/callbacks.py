@@ -9,7 +9,6 @@ from typing import Any
 import numpy as np
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
-from lightning.pytorch.utilities import rank_zero_only
 
 
 class PredictionImageLogger(Callback):
@@ -34,10 +33,9 @@ class PredictionImageLogger(Callback):
             return
         if trainer.current_epoch % self.every_n_epochs != 0 or not hasattr(pl_module, "visualize"):
             return
-        if trainer.is_global_zero:
+        if trainer.is_global_zero:  # pictures come from rank zero's batch; other ranks skip the work
             self.log_images(trainer, pl_module.visualize(batch, outputs, self.max_images))
 
-    @rank_zero_only
     def log_images(self, trainer: Trainer, images: dict[str, np.ndarray]) -> None:
         if not images:
             return
