@@ -6,9 +6,11 @@ depth), the EMA teacher, metrics, callbacks, data (SyntheticScenes, image folder
 """
 
 from vitlab.core.backbones import CrossBlock, RoPE2D, ViT, load_checkpoint
+from vitlab.core.backbones import MiT
 from vitlab.core.callbacks import PredictionImageLogger
 from vitlab.core.ema import EMATeacher
 from vitlab.core.heads import DPTHead, LinearHead, ProgressiveUpsamplingHead
+from vitlab.core.heads import DAFormerHead
 from vitlab.core.metrics import DepthMetrics
 from vitlab.core.optim import param_groups, warmup_cosine
 from vitlab.core.tasks import (
@@ -44,4 +46,6 @@ __all__ = [
     "load_checkpoint",
     "param_groups",
     "warmup_cosine",
+    "MiT",
+    "DAFormerHead",
 ]

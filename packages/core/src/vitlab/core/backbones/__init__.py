@@ -9,6 +9,7 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .decoder import CrossBlock
+from .mit import MIT_SIZES, MiT, convert_segformer_state_dict, load_segformer_checkpoint
 from .pos_embed import get_1d_sincos_pos_embed, get_2d_sincos_pos_embed, resize_pos_embed
 from .rope import RoPE2D, RoPEAttention
 from .vit import VIT_SIZES, RoPEBlock, ViT, default_out_indices, init_mae_weights
@@ -31,4 +32,8 @@ __all__ = [
     "save_checkpoint",
     "convert_state_dict",
     "convert_croco_decoder",
+    "MiT",
+    "MIT_SIZES",
+    "convert_segformer_state_dict",
+    "load_segformer_checkpoint",
 ]

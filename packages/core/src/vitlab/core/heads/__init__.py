@@ -1,5 +1,6 @@
 """Dense prediction heads: DPT (CroCo-Stereo configuration), SETR-Naive linear head, SETR-PUP."""
 
+from .daformer import DAFormerHead, DepthwiseSeparableASPP
 from .dpt import DPTHead, FusionBlock, ResidualConvUnit
 from .simple import LinearHead, ProgressiveUpsamplingHead, make_norm2d
 
@@ -10,4 +11,6 @@ __all__ = [
     "LinearHead",
     "ProgressiveUpsamplingHead",
     "make_norm2d",
+    "DAFormerHead",
+    "DepthwiseSeparableASPP",
 ]
