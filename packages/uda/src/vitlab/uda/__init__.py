@@ -5,6 +5,7 @@ Installing this distribution registers it in the `vitlab.plugins` entry-point gr
 `vitlab` CLI resolves its classes by short name.
 """
 
+from vitlab.uda.clda import CLDA, kd_loss, layer_saliency_rate
 from vitlab.uda.dacs import DACS, SourceOnly, UDASegmentation
 from vitlab.uda.data import (
     CLASS_NAMES,
@@ -25,6 +26,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CLASS_NAMES",
+    "CLDA",
+    "kd_loss",
+    "layer_saliency_rate",
     "DACS",
     "GTA_TO_TRAIN_ID",
     "MeanTeacher",

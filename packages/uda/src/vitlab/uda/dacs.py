@@ -23,7 +23,7 @@ One iteration of :class:`DACS` follows ``lhoyer/DAFormer`` ``mmseg/models/uda/da
 9. One optimizer step (AdamW 6e-5, head x10, poly schedule with mmcv linear warmup 1500 iterations).
 
 Randomness of a step (ClassMix draws, augmentation, masks, dropout) comes from a seed derived from
-``(seed, global_step, rank)``, so a resumed run continues exactly as the uninterrupted one.
+``(rng_seed, global_step, rank)``, so a resumed run continues exactly as the uninterrupted one.
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ class UDASegmentation(VitlabModule):
         weight_decay: 0.01 (0 for norm and pos_block parameters).
         warmup_steps, warmup_ratio: mmcv linear warmup (1500 iterations from 1e-6).
         poly_power, min_lr: poly schedule over the run's ``max_steps``.
-        seed: base of the per-step random seeds.
+        rng_seed: base of the per-step random seeds (named apart from the DataModule's ``seed``).
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int = 19, head: str = "daformer",
@@ -85,7 +85,7 @@ class UDASegmentation(VitlabModule):
                  class_names: list[str] | None = None, optimizer: OptimizerCallable = adamw_daformer,
                  lr: float = 6e-5, head_lr_mult: float = 10.0, weight_decay: float = 0.01,
                  warmup_steps: int = 1500, warmup_ratio: float = 1e-6, poly_power: float = 1.0,
-                 min_lr: float = 0.0, seed: int = 0) -> None:
+                 min_lr: float = 0.0, rng_seed: int = 0) -> None:
         super().__init__(optimizer=optimizer, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
                          min_lr=min_lr)
         if eval_subsets is not None and eval_subsets not in EVAL_SUBSETS:
@@ -96,7 +96,7 @@ class UDASegmentation(VitlabModule):
         self.head_lr_mult = head_lr_mult
         self.warmup_ratio = warmup_ratio
         self.poly_power = poly_power
-        self.seed = seed
+        self.rng_seed = rng_seed
         names = class_names or (list(CLASS_NAMES) if num_classes == len(CLASS_NAMES) else None)
         subsets = EVAL_SUBSETS.get(eval_subsets or "cityscapes", {})
         self.val_iou = SubsetMeanIoU(num_classes, subsets, class_names=names, per_class=True)
@@ -106,7 +106,7 @@ class UDASegmentation(VitlabModule):
         return self.model(image)
 
     def step_seed(self) -> int:
-        return (self.seed * 1_000_003 + self.global_step) * 1009 + self.global_rank
+        return (self.rng_seed * 1_000_003 + self.global_step) * 1009 + self.global_rank
 
     def seed_step(self) -> random.Random:
         """Seed torch's RNG for this step (dropout, kornia, masks) and return a Python RNG for draws."""
@@ -203,7 +203,7 @@ class DACS(UDASegmentation):
 
     Args:
         backbone, num_classes, head, head_kwargs, eval_subsets, class_names, optimizer, lr, head_lr_mult,
-            weight_decay, warmup_steps, warmup_ratio, poly_power, min_lr, seed: see :class:`UDASegmentation`.
+            weight_decay, warmup_steps, warmup_ratio, poly_power, min_lr, rng_seed: see :class:`UDASegmentation`.
         alpha: EMA teacher momentum (0.999 in DAFormer; 0.99 in the base DACS config).
         teacher_bn_train: teacher in train mode for BN with Dropout/DropPath off (DAFormer); False = eval mode.
         pseudo_threshold: confidence threshold of the quality weight (0.968).
