@@ -227,7 +227,7 @@ class DACS(UDASegmentation):
                  mic_block_size: int = 64, mic_ratio: float = 0.7, mic_lambda: float = 1.0,
                  eval_teacher: bool = True, **kwargs) -> None:
         super().__init__(backbone, **kwargs)
-        self.save_hparams("backbone")
+        self.save_hparams("backbone", "student_backbone")  # subclasses' encoders are modules too
         self.alpha = alpha
         self.pseudo_threshold = pseudo_threshold
         self.pl_crop = (pl_crop_top, pl_crop_bottom)

@@ -1,0 +1,165 @@
+"""DACS / MIC / source-only / CLDA modules: optimizer wiring, EMA cadence, exact resume, CLDA mechanics."""
+
+from __future__ import annotations
+
+import copy
+
+import lightning.pytorch as pl
+import pytest
+import torch
+from torch import nn
+
+from vitlab.core import MiT
+from vitlab.core.data import SyntheticScenesDataModule
+from vitlab.uda import CLDA, DACS, SourceOnly, kd_loss, layer_saliency_rate
+from vitlab.uda.clda import saliency_layers
+
+ST = dict(num_classes=7, lr=1e-3, warmup_steps=2, alpha=0.99, pl_crop_top=0, pl_crop_bottom=0,
+          head_kwargs={"embed_dim": 16, "dropout": 0.0}, mic_block_size=8)
+
+
+def tiny(width: int = 8) -> MiT:
+    return MiT("b0", embed_dims=(width, 2 * width, 4 * width, 8 * width), depths=(1, 1, 1, 1),
+               num_heads=(1, 2, 4, 8), drop_path_rate=0.0)
+
+
+def datamodule(seed: int = 0, train_samples: int = 16) -> SyntheticScenesDataModule:
+    return SyntheticScenesDataModule(modalities=["image", "semantic"], size=32, batch_size=4, train_samples=train_samples,
+                                     val_samples=4, seed=seed, domain="source", target_domain="target")
+
+
+def trainer(tmp_path, steps: int, **kw) -> pl.Trainer:
+    kw.setdefault("enable_checkpointing", False)
+    return pl.Trainer(max_steps=steps, accelerator="cpu", logger=False, enable_progress_bar=False,
+                      enable_model_summary=False, num_sanity_val_steps=0, check_val_every_n_epoch=10_000,
+                      default_root_dir=tmp_path, **kw)
+
+
+def test_teacher_and_fd_encoder_are_outside_the_optimizer(tmp_path):
+    model = DACS(tiny(), fd_lambda=0.005, fd_classes=[2, 3, 4, 5, 6], mic=True, **ST)
+    t = trainer(tmp_path, 3)
+    t.fit(model, datamodule())
+    opt = model.optimizers().optimizer
+    in_opt = {id(p) for g in opt.param_groups for p in g["params"]}
+    assert in_opt == {id(p) for p in model.model.parameters()}
+    assert all(not p.requires_grad for p in [*model.teacher.parameters(), *model.imnet.parameters()])
+    assert int(model.teacher.num_updates) == 3 and model.global_step == 3  # one EMA update per optimizer step
+    heads = [g for g in opt.param_groups if any(p is model.model.head.classifier.weight for p in g["params"])]
+    assert heads[0]["lr_scale"] == 10.0
+    # the FD reference stays the initial encoder, the teacher follows the student
+    assert not torch.equal(model.imnet.encoder.stages[0].patch_embed.proj.weight,
+                           model.model.backbone.stages[0].patch_embed.proj.weight)
+
+
+def test_dacs_resumes_exactly(tmp_path):
+    # 8 scenes / batch 4: the checkpoint at step 2 is an epoch end (the loaders are not resumable mid-epoch)
+    full = DACS(tiny(), fd_lambda=0.0, mic=True, **ST)
+    init = copy.deepcopy(full.state_dict())
+    trainer(tmp_path / "a", 4).fit(full, datamodule(train_samples=8))
+
+    half = DACS(tiny(), fd_lambda=0.0, mic=True, **ST)
+    half.load_state_dict(init)
+    t = trainer(tmp_path / "b", 2, enable_checkpointing=True)
+    t.fit(half, datamodule(train_samples=8))
+    ckpt = tmp_path / "half.ckpt"
+    t.save_checkpoint(ckpt)
+    resumed = DACS(tiny(), fd_lambda=0.0, mic=True, **ST)
+    trainer(tmp_path / "c", 4).fit(resumed, datamodule(train_samples=8), ckpt_path=ckpt)
+    a, b = full.state_dict(), resumed.state_dict()
+    assert any(k.startswith("teacher.teacher.") for k in a)  # checkpoints hold teacher and student
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+
+
+def test_source_only_learns(tmp_path):
+    model = SourceOnly(tiny(16), num_classes=7, lr=2e-3, warmup_steps=2, head_kwargs={"embed_dim": 16})
+    t = trainer(tmp_path, 12)
+    t.fit(model, datamodule())
+    assert not hasattr(model, "teacher")
+    assert float(t.callback_metrics["train/loss_src"]) < 1.6  # ln 7 = 1.95 at chance
+
+
+def test_kd_loss_values():
+    s = torch.zeros(1, 2, 1, 1)
+    t = torch.tensor([0.0, torch.log(torch.tensor(3.0))]).view(1, 2, 1, 1)  # p_T = (0.25, 0.75)
+    expected = 0.25 * torch.log(torch.tensor(0.25 / 0.5)) + 0.75 * torch.log(torch.tensor(0.75 / 0.5))
+    torch.testing.assert_close(kd_loss(s, t), expected)
+    torch.testing.assert_close(kd_loss(t, t), torch.tensor(0.0))
+
+
+def test_saliency_and_lsr_on_a_toy_model():
+    net = nn.Sequential(nn.Linear(2, 2, bias=False), nn.Linear(2, 1, bias=False))
+    with torch.no_grad():
+        net[0].weight.copy_(torch.tensor([[1.0, 2.0], [3.0, 4.0]]))
+        net[1].weight.copy_(torch.tensor([[0.5, -1.0]]))
+    x = torch.tensor([[1.0, 1.0]])
+    loss = net(x).sum()  # dL/dW1 = w2^T x = [[0.5, 0.5], [-1, -1]]; dL/dW2 = h = [3, 7]
+    module = CLDA.__new__(CLDA)  # only the saliency helpers, no Lightning state
+    nn.Module.__init__(module)
+    module.saliency = "taylor"
+    taylor = module._scores_now(net, ["0.weight", "1.weight"], loss)
+    torch.testing.assert_close(taylor[0], torch.tensor([[0.5, 1.0], [3.0, 4.0]]))
+    torch.testing.assert_close(taylor[1], torch.tensor([[1.5, 7.0]]))
+    module.saliency = "grad"
+    grad = module._scores_now(net, ["0.weight", "1.weight"], net(x).sum())
+    torch.testing.assert_close(grad[0], torch.tensor([[0.5, 0.5], [1.0, 1.0]]))
+    # scores 0.5, 1, 3, 4 | 1.5, 7: the median of the 6 (3rd smallest, lower) is 1.5
+    lsr = layer_saliency_rate(taylor, 0.5)
+    torch.testing.assert_close(lsr, torch.tensor([0.5, 1.0]))  # layer 0: 3, 4 >= 1.5; layer 1: both
+
+
+def _clda(**kw) -> CLDA:
+    args = dict(student_backbone=tiny(4), student_head_kwargs={"embed_dim": 8, "dropout": 0.0},
+                fd_lambda=0.0, recompute_every=1, saliency_batches=1, phases="joint", **ST)
+    args.update(kw)
+    return CLDA(tiny(8), **args)
+
+
+def test_clda_teacher_phase_changes_only_nonsalient_layers(tmp_path):
+    model = _clda(salient_teacher_layers="frozen", ns_frac=0.25)
+    trainer(tmp_path / "a", 1).fit(model, datamodule())  # step 0: saliency, then LSR
+    ns = model.nonsalient_teacher_layers()
+    assert len(ns) == round(0.25 * len(model.t_layers)) and torch.isfinite(model.t_lsr).all()
+    assert set(ns) <= set(saliency_layers(model.model))
+    before = {n: p.detach().clone() for n, p in model.model.named_parameters()}
+    trainer(tmp_path / "b", 2).fit(model, datamodule())  # step 1: a teacher phase
+    changed = {n for n, p in model.model.named_parameters() if not torch.equal(p, before[n])}
+    assert changed and changed <= set(ns)
+
+
+def test_clda_student_kd_uses_the_updated_teacher(tmp_path):
+    model = _clda(student_pl_source="teacher", phases="joint", collaborate=False)
+    dm = datamodule()
+    dm.setup("fit")
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    student_before = copy.deepcopy(model.student)
+    teacher_before = copy.deepcopy(model.model)
+    t = trainer(tmp_path, 1)
+    t.fit(model, dm)
+    xt = batch["target"]["image"]
+
+    def target_logits(net):
+        net.train()
+        for m in net.modules():
+            if isinstance(m, nn.Dropout2d):
+                m.eval()
+        with torch.no_grad():
+            return net(xt)
+
+    z_s = target_logits(student_before)
+    logged = t.callback_metrics["train/student/loss_kd"]
+    torch.testing.assert_close(logged, kd_loss(z_s, target_logits(model.model)), rtol=1e-4, atol=1e-6)
+    assert abs(float(logged) - float(kd_loss(z_s, target_logits(teacher_before)))) > 1e-6
+
+
+@pytest.mark.slow
+def test_clda_weight_copy_blends_compatible_layers():
+    model = _clda(student_backbone=tiny(8), student_head_kwargs={"embed_dim": 16, "dropout": 0.0},
+                  t_update="weight_copy", ns_frac=1.0, copy_beta=0.0)
+    model.ns_mask.fill_(True)
+    model._ns_cache = None
+    assert model.copy_weights() > 0
+    s = dict(model.student.named_parameters())
+    for n, p in model.model.named_parameters():
+        if n in model.nonsalient_teacher_layers() and n in s and s[n].shape == p.shape:
+            torch.testing.assert_close(p, s[n])
