@@ -52,21 +52,21 @@ def test_teacher_and_fd_encoder_are_outside_the_optimizer(tmp_path):
 
 
 def test_dacs_resumes_exactly(tmp_path):
-    # 8 scenes / batch 4: the checkpoint at step 2 is an epoch end (the loaders are not resumable mid-epoch)
+    # 8 scenes / batch 4: the step-2 checkpoint is an epoch end (the loaders are not resumable mid-epoch)
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
     full = DACS(tiny(), fd_lambda=0.0, mic=True, **ST)
     init = copy.deepcopy(full.state_dict())
-    trainer(tmp_path / "a", 4).fit(full, datamodule(train_samples=8))
-
-    half = DACS(tiny(), fd_lambda=0.0, mic=True, **ST)
-    half.load_state_dict(init)
-    t = trainer(tmp_path / "b", 2, enable_checkpointing=True)
-    t.fit(half, datamodule(train_samples=8))
-    ckpt = tmp_path / "half.ckpt"
-    t.save_checkpoint(ckpt)
+    ckpts = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_epochs=1, save_top_k=-1)
+    trainer(tmp_path / "a", 4, enable_checkpointing=True, callbacks=[ckpts]).fit(full, datamodule(train_samples=8))
+    ckpt = tmp_path / "ckpt" / "epoch=0-step=2.ckpt"
+    assert ckpt.is_file()
     resumed = DACS(tiny(), fd_lambda=0.0, mic=True, **ST)
+    resumed.load_state_dict(init)
     trainer(tmp_path / "c", 4).fit(resumed, datamodule(train_samples=8), ckpt_path=ckpt)
     a, b = full.state_dict(), resumed.state_dict()
     assert any(k.startswith("teacher.teacher.") for k in a)  # checkpoints hold teacher and student
+    assert int(b["teacher.num_updates"]) == 4
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
 
