@@ -32,5 +32,13 @@ def test_config_fits(config, tmp_path, monkeypatch):
     if config.name.startswith("quickstart"):
         args += ["--data.init_args.train_samples", "8", "--data.init_args.val_samples", "4",
                  "--data.init_args.batch_size", "4"]
-    cli = build_cli(args + list(EXTRA[config.name]))
+    spec = EXTRA[config.name]
+    spec = {"args": spec} if isinstance(spec, list) else spec
+    text = config.read_text()
+    for old, new in (spec.get("roots") or {}).items():
+        text = text.replace(old, str(REPO / new))
+    cfg = tmp_path / config.name
+    cfg.write_text(text)
+    args[2] = str(cfg)
+    cli = build_cli(args + list(spec.get("args") or []))
     assert cli.trainer.global_step == 2

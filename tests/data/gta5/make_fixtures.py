@@ -1,7 +1,8 @@
 """Write a tiny GTA5 tree in the real format: ``images/<id>.png`` (RGB) + ``labels/<id>.png`` (palette PNG of
 Cityscapes label ids, as GTA5 ships them). 4 frames of 96x160: sky on top, road at the bottom, buildings,
 cars and a rare class (bus, id 28) in one frame only, so rare class sampling has something to find.
-Run: python tests/data/gta5/make_fixtures.py
+Run: python tests/data/gta5/make_fixtures.py (``sample_class_stats.json`` beside it is the RCS cache
+that ``vitlab.uda.data.class_stats`` writes; delete it after regenerating the images).
 """
 
 import sys

@@ -1,7 +1,8 @@
 """Write a tiny SYNTHIA-RAND-CITYSCAPES tree in the real format: ``RGB/<id>.png`` (RGB) and
 ``GT/LABELS/<id>.png``: 16-bit 3-channel PNGs whose last channel in OpenCV (BGR) order holds the SYNTHIA
 class id (first channel: an instance-like id that readers must ignore). 3 frames of 95x160.
-Run: python tests/data/synthia/make_fixtures.py
+Run: python tests/data/synthia/make_fixtures.py (``sample_class_stats.json`` beside it is the RCS cache
+that ``vitlab.uda.data.class_stats`` writes; delete it after regenerating the images).
 """
 
 from pathlib import Path

@@ -157,7 +157,8 @@ class UDASegmentation(VitlabModule):
             metric = self.ious[prefix.rstrip("_") or "student"]
             values = metric.compute()
             for k, v in values.items():
-                self.log(f"{stage}/{prefix}{k}", v, prog_bar=(k == "mIoU" and not prefix))
+                if torch.isfinite(v):  # classes absent from the evaluated set have no IoU (NaN): not logged
+                    self.log(f"{stage}/{prefix}{k}", v, prog_bar=(k == "mIoU" and not prefix))
             metric.reset()
 
     def on_validation_epoch_end(self) -> None:
