@@ -57,10 +57,11 @@ def test_dacs_resumes_exactly(tmp_path):
 
     full = DACS(tiny(), fd_lambda=0.0, mic=True, **ST)
     init = copy.deepcopy(full.state_dict())
-    ckpts = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_epochs=1, save_top_k=-1)
+    ckpts = ModelCheckpoint(dirpath=tmp_path / "ckpt", every_n_epochs=1, save_top_k=-1, save_on_train_epoch_end=True)
     trainer(tmp_path / "a", 4, enable_checkpointing=True, callbacks=[ckpts]).fit(full, datamodule(train_samples=8))
-    ckpt = tmp_path / "ckpt" / "epoch=0-step=2.ckpt"
-    assert ckpt.is_file()
+    found = sorted(p.name for p in (tmp_path / "ckpt").glob("*.ckpt"))
+    assert any("step=2" in n for n in found), found
+    ckpt = tmp_path / "ckpt" / next(n for n in found if "step=2" in n)
     resumed = DACS(tiny(), fd_lambda=0.0, mic=True, **ST)
     resumed.load_state_dict(init)
     trainer(tmp_path / "c", 4).fit(resumed, datamodule(train_samples=8), ckpt_path=ckpt)
