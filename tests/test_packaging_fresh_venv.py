@@ -1,0 +1,127 @@
+"""The packages install as shipped: wheels of core + peft into a fresh virtualenv, with dependency resolution.
+
+Only the two local wheels and the package registry are used (no ``--no-deps``, nothing from the test
+environment), so a dependency the code needs but the pyproject forgets fails here. torch is pinned to the
+build the Makefile installs so the resolver picks that one. The venv then fits the peft quickstart for two
+steps through the installed ``vitlab`` script with W&B offline, and finally ``pip install -e .`` at the
+repository root adds the remaining packages (the ``vitlab`` meta-distribution).
+
+The venv costs a full torch install (minutes), so it is created once per module and the tests are ``slow``.
+Each phase's duration is printed (``pytest -s``) and recorded as a junit property.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[1]
+SIBLING = "peft"
+ALL = ["core", "pretrain", "peft", "stereo", "mtl", "uda"]
+
+
+def _torch_pin() -> list[str]:
+    """The ``TORCH :=`` requirements of the Makefile (one pin for ``make install`` and this test)."""
+    match = re.search(r"^TORCH\s*:=\s*(.+)$", (REPO / "Makefile").read_text(), flags=re.M)
+    assert match, "Makefile has no `TORCH :=` line"
+    return shlex.split(match.group(1))
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+    env.update(extra)
+    return env
+
+
+def _run(cmd: list[str], timeout: float, **kwargs) -> tuple[subprocess.CompletedProcess, float]:
+    start = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kwargs)
+    elapsed = time.perf_counter() - start
+    assert res.returncode == 0, f"{' '.join(map(str, cmd))}\n{res.stdout[-3000:]}\n{res.stderr[-5000:]}"
+    return res, elapsed
+
+
+@pytest.fixture(scope="module")
+def fresh_venv(tmp_path_factory) -> dict:
+    root = tmp_path_factory.mktemp("fresh")
+    timings: dict[str, float] = {}
+    wheels = root / "wheels"
+    _, timings["build_wheels"] = _run(
+        [sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation", "-w", str(wheels),
+         str(REPO / "packages" / "core"), str(REPO / "packages" / SIBLING)],
+        timeout=600,
+    )
+    venv = root / "venv"
+    _, timings["create_venv"] = _run([sys.executable, "-m", "venv", str(venv)], timeout=300)
+    py = venv / "bin" / "python"
+    local = sorted(str(w) for w in wheels.glob("vitlab_*.whl"))
+    assert len(local) == 2, local
+    _, timings["pip_install"] = _run(
+        [str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *_torch_pin(), *local],
+        timeout=1800, env=_clean_env(),
+    )
+    print(f"\nfresh venv: {timings}")
+    return {"root": root, "venv": venv, "py": py, "timings": timings}
+
+
+def test_core_and_sibling_wheels_resolve_and_fit_quickstart(fresh_venv, record_property):
+    py, venv, root = fresh_venv["py"], fresh_venv["venv"], fresh_venv["root"]
+    env = _clean_env()
+    res, _ = _run([str(py), "-m", "pip", "check"], timeout=300, env=env)
+
+    probe = (
+        "import importlib, sys\n"
+        "import vitlab.core, vitlab.%s\n"
+        "assert vitlab.core.__file__.startswith(sys.prefix), vitlab.core.__file__\n"
+        "for name in %r:\n"
+        "    try:\n"
+        "        importlib.import_module('vitlab.' + name)\n"
+        "    except ModuleNotFoundError:\n"
+        "        continue\n"
+        "    raise SystemExit('vitlab.' + name + ' should not be installed')\n"
+        "print('ok')\n"
+    ) % (SIBLING, [p for p in ALL if p not in ("core", SIBLING)])
+    res, _ = _run([str(py), "-c", probe], timeout=300, env=env, cwd=root)
+    assert res.stdout.strip().endswith("ok")
+
+    work = root / "quickstart"
+    work.mkdir()
+    fit_env = _clean_env(WANDB_MODE="offline", WANDB_SILENT="true", HF_HUB_OFFLINE="1", WANDB_DIR=str(work))
+    cmd = [str(venv / "bin" / "vitlab"), "fit", "--config", str(REPO / "configs" / SIBLING / "quickstart.yaml"),
+           "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.accelerator", "cpu",
+           "--trainer.default_root_dir", str(work / "runs")]
+    res, fit_s = _run(cmd, timeout=1200, env=fit_env, cwd=work)
+    fresh_venv["timings"]["fit_2_steps"] = fit_s
+    print(f"\nfresh venv timings (s): {fresh_venv['timings']}")
+    for key, value in fresh_venv["timings"].items():
+        record_property(f"seconds_{key}", round(value, 1))
+
+    assert list(work.rglob("offline-run-*")), "the WandbLogger wrote no offline run"
+    assert list(work.rglob("last.ckpt")), "no last.ckpt written"
+
+
+def test_root_install_adds_all_six_packages(fresh_venv, record_property):
+    """``pip install -e .`` at the repository root installs every package of the checkout."""
+    py = fresh_venv["py"]
+    env = _clean_env()
+    _, install_s = _run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-e", str(REPO)],
+                        timeout=1800, env=env, cwd=fresh_venv["root"])
+    record_property("seconds_root_install", round(install_s, 1))
+    print(f"\nroot `pip install -e .`: {install_s:.0f} s")
+    _run([str(py), "-m", "pip", "check"], timeout=300, env=env)
+    probe = ("from importlib.metadata import version\n"
+             f"for p in {ALL!r}:\n"
+             "    version('vitlab-' + p)\n"
+             "    __import__('vitlab.' + p)\n"
+             "print('ok')\n")
+    res, _ = _run([str(py), "-c", probe], timeout=300, env=env, cwd=fresh_venv["root"])
+    assert res.stdout.strip().endswith("ok")
