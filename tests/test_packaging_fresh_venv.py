@@ -78,18 +78,19 @@ def test_core_and_sibling_wheels_resolve_and_fit_quickstart(fresh_venv, record_p
     env = _clean_env()
     res, _ = _run([str(py), "-m", "pip", "check"], timeout=300, env=env)
 
+    others = [p for p in ALL if p not in ("core", SIBLING)]
     probe = (
         "import importlib, sys\n"
-        "import vitlab.core, vitlab.%s\n"
+        f"import vitlab.core, vitlab.{SIBLING}\n"
         "assert vitlab.core.__file__.startswith(sys.prefix), vitlab.core.__file__\n"
-        "for name in %r:\n"
+        f"for name in {others!r}:\n"
         "    try:\n"
         "        importlib.import_module('vitlab.' + name)\n"
         "    except ModuleNotFoundError:\n"
         "        continue\n"
         "    raise SystemExit('vitlab.' + name + ' should not be installed')\n"
         "print('ok')\n"
-    ) % (SIBLING, [p for p in ALL if p not in ("core", SIBLING)])
+    )
     res, _ = _run([str(py), "-c", probe], timeout=300, env=env, cwd=root)
     assert res.stdout.strip().endswith("ok")
 

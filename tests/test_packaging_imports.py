@@ -15,12 +15,16 @@ from __future__ import annotations
 import ast
 import re
 import sys
-import tomllib
 from functools import lru_cache
 from importlib.metadata import packages_distributions
 from pathlib import Path
 
 import pytest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10
+    tomllib = pytest.importorskip("tomli", reason="reading pyproject.toml on Python 3.10 needs tomli")
 
 REPO = Path(__file__).resolve().parents[1]
 PACKAGES = sorted(p.parent for p in (REPO / "packages").glob("*/pyproject.toml") if (p.parent / "src").is_dir())
