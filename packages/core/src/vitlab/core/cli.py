@@ -24,6 +24,8 @@ from lightning.pytorch import LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.cli import ArgsType, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
+from vitlab.core.plugins import check_config_plugins
+
 log = logging.getLogger("vitlab")
 
 PLUGIN_GROUP = "vitlab.plugins"
@@ -95,6 +97,7 @@ def build_cli(args: ArgsType = None, run: bool = True) -> VitlabCLI:
     With ``run=False`` the returned CLI holds the configured ``trainer``, ``model`` and ``datamodule``.
     """
     load_plugins()
+    check_config_plugins(args)  # a class of an uninstalled vitlab package: one line naming the distribution
     configure_wandb_mode()
     return VitlabCLI(args=args, run=run)
 
