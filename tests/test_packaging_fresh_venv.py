@@ -125,7 +125,8 @@ def test_root_install_adds_all_six_packages(fresh_venv, record_property):
     py = fresh_venv["py"]
     env = _clean_env()
     # the build backend once in the venv instead of one isolated build environment per package (time only)
-    _run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "hatchling>=1.26"],
+    _run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "hatchling>=1.26",
+          "editables>=0.3"],
          timeout=600, env=env)
     _, install_s = _run([str(py), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--no-compile",
                          "--no-build-isolation", "-e", str(REPO)], timeout=1800, env=env, cwd=fresh_venv["root"])
