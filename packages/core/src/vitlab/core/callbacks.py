@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint as _LightningModelCheckpoint
 from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
@@ -201,3 +202,35 @@ class PlainProgressBar(ProgressBar):
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         self._line(trainer, pl_module, "done")
+
+
+class ModelCheckpoint(_LightningModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` whose ``last.ckpt`` is always the latest state.
+
+    With ``monitor`` and ``save_last``, Lightning refreshes ``last.ckpt`` only when a top-k checkpoint is
+    written, i.e. when the metric improved, so ``--ckpt_path last`` could roll a run back to its best
+    epoch. Here ``last.ckpt`` is rewritten at every point where a checkpoint could be written (end of
+    validation / epoch, every ``every_n_train_steps``), improved or not. All arguments are Lightning's.
+    """
+
+    def _refresh_last(self, trainer: Trainer) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer) \
+                and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        every = self._every_n_train_steps
+        if every and trainer.global_step % every == 0:
+            self._refresh_last(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)

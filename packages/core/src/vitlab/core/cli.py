@@ -130,6 +130,15 @@ def _silence_known_noise() -> None:
         logging.getLogger(name).addFilter(_DropTips())
 
 
+def finish_wandb_runs(trainer: Trainer, exit_code: int = 0) -> None:
+    """Close the W&B runs of ``trainer``'s loggers, so the next run in this process starts its own."""
+    for logger in trainer.loggers:
+        run = getattr(logger, "_experiment", None) if isinstance(logger, WandbLogger) else None
+        if run is not None and hasattr(run, "finish"):
+            run.finish(exit_code=exit_code)
+            logger._experiment = None
+
+
 class VitlabCLI(LightningCLI):
     """LightningCLI with vitlab's defaults (see the module docstring)."""
 
@@ -249,6 +258,14 @@ class VitlabCLI(LightningCLI):
             if previous:
                 args.id = previous
                 args.resume = "allow"  # a resumed fit continues its W&B run
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        failed = True
+        try:
+            super()._run_subcommand(subcommand)
+            failed = False
+        finally:
+            finish_wandb_runs(self.trainer, exit_code=1 if failed else 0)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         config = dict(config)
