@@ -34,7 +34,7 @@ from typing import Any
 
 import yaml
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
 from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
@@ -43,6 +43,8 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from vitlab.core import runs
 from vitlab.core.callbacks import NonFiniteGuard, PlainProgressBar
 from vitlab.core.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
+from vitlab.core.restore import restoring_from_checkpoint
+from vitlab.core.writers import DensePredictionWriter
 
 log = logging.getLogger("vitlab")
 
@@ -259,6 +261,21 @@ class VitlabCLI(LightningCLI):
                 args.id = previous
                 args.resume = "allow"  # a resumed fit continues its W&B run
 
+    def _default_writer(self) -> BasePredictionWriter:
+        """The core writer for modules whose predictions it can store; an error naming the module otherwise."""
+        model_cfg = self._subconfig()[0].get("model")
+        cls = _class_of(model_cfg)
+        from vitlab.core.tasks import DepthEstimation, ImageClassification, SemanticSegmentation
+
+        if cls is not None and issubclass(cls, (SemanticSegmentation, DepthEstimation, ImageClassification)):
+            return DensePredictionWriter()
+        name = cls.__name__ if cls is not None else "the model"
+        raise ValueError(
+            f"vitlab predict: no prediction writer for {name}; add one under trainer.callbacks (e.g. "
+            "vitlab.core.writers.DensePredictionWriter, vitlab.stereo.StereoPredictionWriter), otherwise "
+            "predictions would be computed and thrown away"
+        )
+
     def _run_subcommand(self, subcommand: str) -> None:
         failed = True
         try:
@@ -279,13 +296,20 @@ class VitlabCLI(LightningCLI):
         configured = list(config.get("callbacks") or [])
         if cfg.get("fail_on_nonfinite", True) and not any(isinstance(c, NonFiniteGuard) for c in configured):
             callbacks.append(NonFiniteGuard())
+        if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in configured):
+            callbacks.append(self._default_writer())
         wants_bar = config.get("enable_progress_bar", True) is not False
         if wants_bar and not sys.stdout.isatty() and not any(isinstance(c, ProgressBar) for c in configured):
             callbacks.append(PlainProgressBar())
         return super()._instantiate_trainer(config, callbacks)
 
     def instantiate_classes(self) -> None:
-        super().instantiate_classes()
+        cfg, _ = self._subconfig()
+        if cfg.get("ckpt_path"):
+            with restoring_from_checkpoint():  # the checkpoint holds the weights: skip `pretrained` files
+                super().instantiate_classes()
+        else:
+            super().instantiate_classes()
         # The whole resolved config is logged under `cli` (W&B) and in `config.yaml`: the datamodule's own
         # hyper-parameters are not merged into the module's, so keys both own (batch_size ...) cannot clash.
         if getattr(self, "datamodule", None) is not None:

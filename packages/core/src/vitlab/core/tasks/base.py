@@ -22,7 +22,26 @@ from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn
 
 from vitlab.core.optim import param_groups, warmup_cosine_scheduler
+from vitlab.core.restore import restoring_from_checkpoint
 from vitlab.core.tuner import Tuner, count_parameters
+
+
+def _import_path(obj: Any) -> str | None:
+    """``module.qualname`` of a module-level function or class, or None (lambdas, partials, closures)."""
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    if not module or not qualname or "<" in qualname:
+        return None
+    return f"{module}.{qualname}"
+
+
+def _import_object(path: str) -> Any:
+    import importlib
+
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ValueError(f"optimizer {path!r}: cannot import it ({err})") from err
 
 
 def collect_rng_states() -> dict[str, Any]:
@@ -87,7 +106,7 @@ class VitlabModule(LightningModule):
         compile: bool = False,
     ) -> None:
         super().__init__()
-        self.optimizer_factory = optimizer
+        self.optimizer_factory = _import_object(optimizer) if isinstance(optimizer, str) else optimizer
         self.lr = lr
         self.weight_decay = weight_decay
         self.layer_decay = layer_decay
@@ -106,6 +125,23 @@ class VitlabModule(LightningModule):
         """
         from_cli = _given_hyperparameters.get() is not None
         self.save_hyperparameters(ignore=[] if from_cli else list(module_args), frame=inspect.currentframe().f_back)
+        # Functions (a default optimizer factory ...) are stored by import path, so checkpoints load with
+        # `weights_only=True`; anything not importable by name is left out.
+        for store in (self._hparams, getattr(self, "_hparams_initial", {})):
+            for key, value in list(store.items()):
+                if callable(value) and not isinstance(value, (type, nn.Module)):
+                    path = _import_path(value)
+                    if path is None:
+                        store.pop(key)
+                    else:
+                        store[key] = path
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        """Lightning's ``load_from_checkpoint``; backbones skip their ``pretrained`` file meanwhile (the
+        checkpoint holds the weights, see :mod:`vitlab.core.restore`)."""
+        with restoring_from_checkpoint():
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     # -- hooks subclasses may override -------------------------------------------------------------
     def layer_decay_spec(self) -> tuple[Callable[[str], int], int] | None:
@@ -242,6 +278,8 @@ class BackboneTask(VitlabModule):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.frozen_backbone:
-            self.backbone.eval()  # a frozen backbone keeps dropout/drop-path off, as in linear probing
+        if self.frozen_backbone or not any(p.requires_grad for p in self.backbone.parameters()):
+            # a backbone none of whose weights train (freeze_backbone, LinearProbe tuner) keeps dropout /
+            # drop-path off, as in linear probing
+            self.backbone.eval()
         return self
