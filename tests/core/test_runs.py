@@ -182,12 +182,12 @@ def test_atomic_save_keeps_the_old_file_and_leaves_no_temporaries(tmp_path):
 
 
 def test_resume_from_a_mid_epoch_checkpoint_equals_the_uninterrupted_run(tmp_path, monkeypatch):
-    """16 steps (8 per epoch), checkpoints every 5, killed after step 6, resumed from step 5."""
-    common = ["--trainer.max_steps", "16", "--trainer.deterministic", "true", "--seed_everything", "3",
+    """10 steps (4 per epoch), checkpoints every 3, killed after step 6, resumed from step 6 (mid epoch 1)."""
+    common = ["--trainer.max_steps", "10", "--trainer.deterministic", "true", "--seed_everything", "3",
               "--model.init_args.backbone.init_args.drop_path_rate", "0.2",  # draws from the global RNG
-              "--data.init_args.train_samples", "32",
+              "--data.init_args.train_samples", "16",
               "--trainer.callbacks+=vitlab.core.ModelCheckpoint",
-              "--trainer.callbacks.every_n_train_steps", "5", "--trainer.callbacks.save_top_k", "-1",
+              "--trainer.callbacks.every_n_train_steps", "3", "--trainer.callbacks.save_top_k", "-1",
               "--trainer.callbacks.filename", "step{step}"]
     straight = build_cli(args("fit", tmp_path / "a", "quickstart.yaml", *common))
     monkeypatch.delenv("VITLAB_RUN_DIR")
@@ -197,14 +197,14 @@ def test_resume_from_a_mid_epoch_checkpoint_equals_the_uninterrupted_run(tmp_pat
             if trainer.global_step == 6:
                 raise KeyboardInterrupt
 
-    first = build_cli(args("fit", tmp_path / "b", "quickstart.yaml", *common), run=False)
+    first = build_cli(args("fit", tmp_path / "b", "quickstart.yaml", *common)[1:], run=False)
     first.trainer.callbacks.insert(0, Kill())
     with pytest.raises(SystemExit):
         first.trainer.fit(first.model, datamodule=first.datamodule)
-    ckpt = next((tmp_path / "b" / "version_0" / "checkpoints").glob("step*5*.ckpt"))
+    ckpt = next((tmp_path / "b" / "version_0" / "checkpoints").glob("step*6*.ckpt"))
     monkeypatch.delenv("VITLAB_RUN_DIR")
     resumed = build_cli(args("fit", tmp_path / "b", "quickstart.yaml", *common, "--ckpt_path", str(ckpt)))
-    assert resumed.trainer.global_step == straight.trainer.global_step == 16
+    assert resumed.trainer.global_step == straight.trainer.global_step == 10
     a, b = straight.model.state_dict(), resumed.model.state_dict()
     for k in a:
         torch.testing.assert_close(b[k], a[k], rtol=0, atol=0, msg=f"{k} differs after a mid-epoch resume")

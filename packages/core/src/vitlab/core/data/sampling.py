@@ -70,7 +70,7 @@ class ResumableDataMixin:
     _resume_state: dict[str, int] | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        trainer = getattr(self, "_trainer", None)
+        trainer = getattr(self, "trainer", None)
         if trainer is None:
             return {}
         progress = trainer.fit_loop.epoch_loop.batch_progress.current
@@ -83,7 +83,7 @@ class ResumableDataMixin:
         state, self._resume_state = self._resume_state, None
         if not state or not state.get("batches"):
             return loader
-        trainer = getattr(self, "_trainer", None)
+        trainer = getattr(self, "trainer", None)
         if trainer is not None and trainer.world_size > 1:
             warnings.warn("mid-epoch resume under DDP restarts the epoch's order (distributed sampler)",
                           stacklevel=2)
