@@ -182,7 +182,7 @@ def test_atomic_save_keeps_the_old_file_and_leaves_no_temporaries(tmp_path):
 
 
 def test_resume_from_a_mid_epoch_checkpoint_equals_the_uninterrupted_run(tmp_path, monkeypatch):
-    """10 steps (4 per epoch), checkpoints every 3, killed after step 6, resumed from step 6 (mid epoch 1)."""
+    """10 steps (4 per epoch), checkpoints every 3, killed after step 7, resumed from step 6 (mid epoch 1)."""
     common = ["--trainer.max_steps", "10", "--trainer.deterministic", "true", "--seed_everything", "3",
               "--model.init_args.backbone.init_args.drop_path_rate", "0.2",  # draws from the global RNG
               "--data.init_args.train_samples", "16",
@@ -192,9 +192,9 @@ def test_resume_from_a_mid_epoch_checkpoint_equals_the_uninterrupted_run(tmp_pat
     straight = build_cli(args("fit", tmp_path / "a", "quickstart.yaml", *common))
     monkeypatch.delenv("VITLAB_RUN_DIR")
 
-    class Kill(Callback):  # a job killed right after step 6
+    class Kill(Callback):  # a job killed right after step 7 (its last checkpoint: step 6)
         def on_train_batch_end(self, trainer, *a):
-            if trainer.global_step == 6:
+            if trainer.global_step == 7:
                 raise KeyboardInterrupt
 
     first = build_cli(args("fit", tmp_path / "b", "quickstart.yaml", *common)[1:], run=False)
