@@ -49,13 +49,13 @@ class StereoPredictionWriter(BasePredictionWriter):
     Negative disparities (the head has no output activation) are clamped to 0 before the PNGs are written.
 
     Args:
-        output_dir: destination folder (created).
+        output_dir: destination folder (created); default ``<run folder>/predictions``.
         formats: any of ``pfm``, ``kitti``, ``color``.
     """
 
-    def __init__(self, output_dir: str = "predictions", formats: list[str] | None = None) -> None:
+    def __init__(self, output_dir: str | None = None, formats: list[str] | None = None) -> None:
         super().__init__(write_interval="batch")
-        self.output_dir = Path(output_dir)
+        self.output_dir = Path(output_dir) if output_dir else None
         self.formats = list(formats or FORMATS)
         bad = [f for f in self.formats if f not in FORMATS]
         if bad:
@@ -65,6 +65,8 @@ class StereoPredictionWriter(BasePredictionWriter):
 
     def on_predict_epoch_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         """Map every predict dataloader's sample indices to the input dataset (and sub-folder) they come from."""
+        if self.output_dir is None:
+            self.output_dir = Path(trainer.default_root_dir) / "predictions"
         loaders = trainer.predict_dataloaders
         loaders = [] if loaders is None else (list(loaders) if isinstance(loaders, (list, tuple)) else [loaders])
         datasets = [getattr(dl, "dataset", None) for dl in loaders]
@@ -92,6 +94,8 @@ class StereoPredictionWriter(BasePredictionWriter):
         disp = prediction["disparity"].detach().float().cpu()
         names = prediction.get("name")
         index = prediction.get("index")
+        if self.output_dir is None:
+            self.output_dir = Path(trainer.default_root_dir) / "predictions"
         for i in range(disp.shape[0]):
             if names is not None:
                 name = str(names[i]).replace("/", "__")
