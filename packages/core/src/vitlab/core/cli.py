@@ -43,10 +43,9 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from vitlab.core import runs
 from vitlab.core.callbacks import NonFiniteGuard, PlainProgressBar
 from vitlab.core.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
+from vitlab.core.plugins import check_config_plugins
 from vitlab.core.restore import restoring_from_checkpoint
 from vitlab.core.writers import DensePredictionWriter
-
-from vitlab.core.plugins import check_config_plugins
 
 log = logging.getLogger("vitlab")
 
