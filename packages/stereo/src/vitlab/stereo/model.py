@@ -345,9 +345,9 @@ class BinocularViT(nn.Module):
         ``enc_pos_embed`` / ``dec_pos_embed`` (CroCo v1 sin-cos tables) are ignored: this model uses RoPE.
         Returns the model keys not loaded (``missing``) and checkpoint keys without a place (``unexpected``).
         The official DPT's alias keys (``act_{k}_postprocess``, see :func:`_croco_alias_keys`) are recognised,
-        and parts an official checkpoint lacks by construction are not reported missing: ``mask_token`` and
-        ``prediction_head`` for a CroCo-Stereo checkpoint (it has ``head.dpt.*``), the DPT ``head`` for a CroCo
-        pre-training checkpoint. So real official checkpoints load with ``strict=True``.
+        and the pretext parts a CroCo-Stereo checkpoint (it has ``head.dpt.*``) lacks by construction,
+        ``mask_token`` and ``prediction_head``, are not reported missing; so an official CroCo-Stereo checkpoint
+        loads with ``strict=True``. From a CroCo pre-training checkpoint only the new DPT ``head.*`` is missing.
         """
         if isinstance(path_or_state, Mapping):
             source, obj = "<state dict>", path_or_state
@@ -384,11 +384,9 @@ class BinocularViT(nn.Module):
         fits = {k: v for k, v in new.items() if k in own}
         self.load_state_dict(fits, strict=False)
         loaded |= set(fits)
-        # parts an official checkpoint lacks by construction: CroCo-Stereo drops the pretext mask token and
-        # pixel head; a CroCo pre-training checkpoint has no dense head yet
-        has_head = any(k.startswith("head.dpt.") for k in state)
-        absent = ("mask_token", "prediction_head.") if has_head else ("head.",)
-        missing = sorted(k for k in own if k not in loaded and not k.startswith(absent))
+        # a CroCo-Stereo checkpoint lacks the pretext mask token and pixel head by construction
+        absent = ("mask_token", "prediction_head.") if any(k.startswith("head.dpt.") for k in state) else ()
+        missing = sorted(k for k in own if k not in loaded and not (absent and k.startswith(absent)))
         unexpected = sorted([k for k in state if k not in used] + [k for k in new if k not in own])
         if strict and (missing or unexpected):
             raise RuntimeError(f"checkpoint {source}: missing {missing[:10]}, unexpected {unexpected[:10]}")
