@@ -63,3 +63,11 @@ def save(path: Path, args: argparse.Namespace, data: dict, **meta) -> None:
     torch.save(record, path)
     size = path.stat().st_size
     print(f"wrote {path} ({size / 1024:.1f} KiB) from {args.repo}@{args.commit}")
+
+
+def shim_numpy() -> None:
+    """Official MAE's ``util/pos_embed.py`` uses ``np.float`` (removed in NumPy 1.24)."""
+    import numpy as np
+
+    if not hasattr(np, "float"):
+        np.float = float  # type: ignore[attr-defined]
