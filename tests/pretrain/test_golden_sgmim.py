@@ -90,7 +90,8 @@ def test_sgmim_depth_branch_fusion_and_losses_match_official(golden):
         zd = model.depth_encoder(depth, masks.mask, masks.grid)
         assert _rel(zd, golden["z_depth"]) <= 1e-5, "selective masking / depth branch differs"
         fused = model.fusion(z, zd)
-        assert _rel(fused, golden["fused"]) <= 1e-5, "fusion block differs"
+        # measured 3.6e-7; the LayerNorm eps 1e-6 instead of the official 1e-5 gives 4.5e-6
+        assert _rel(fused, golden["fused"]) <= 1e-6, "fusion block differs"
         out = model.decode({"tokens": z, "depth": depth, "valid": valid, "fused": fused}, masks, batch)
         losses = model.loss(out, x, masks, batch)
     assert _rel(losses["loss_img"], golden["img_loss"]) <= 1e-5
