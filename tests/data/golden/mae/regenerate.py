@@ -15,7 +15,6 @@ from types import SimpleNamespace
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _official  # noqa: E402
-
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -33,7 +32,7 @@ torch.manual_seed(0)
 model = models_mae.MaskedAutoencoderViT(**ARCH).eval()
 g = torch.Generator().manual_seed(1)
 with torch.no_grad():  # non-trivial biases / norms so key mapping mistakes show
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         if p.ndim == 1:
             p.add_(0.05 * torch.randn(p.shape, generator=g))
 images = torch.randn(2, 3, 32, 32, generator=g)
