@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from vitlab.core import ViT
-from vitlab.core.optim import warmup_cosine
+from vitlab.core.optim import param_groups, warmup_cosine
 from vitlab.pretrain import MAE
 from vitlab.pretrain.masking import RandomPatchMask, SalienceMask, salience_scores
 
@@ -62,6 +62,23 @@ def test_mae_forward_and_loss_match_official(mae):
     assert _rel(latent, mae["latent"]) <= 1e-5
     assert _rel(out["pred"], mae["pred"]) <= 1e-5
     assert _rel(losses["loss"], mae["loss"]) <= 1e-5
+
+
+def test_weight_decay_groups_match_official(mae):
+    """Every >= 2-D tensor is decayed, the class and mask tokens included (fixed sin-cos tables are frozen)."""
+    model = _mae_module(mae)
+    dec = {"decoder_embed.": "decoder.embed.", "decoder_blocks.": "decoder.blocks.", "decoder_norm.": "decoder.norm.",
+           "decoder_pred.": "decoder.pred.", "mask_token": "decoder.mask_token"}
+
+    def ours(name: str) -> str:
+        for src, dst in dec.items():
+            if name.startswith(src):
+                return dst + name[len(src):]
+        return "encoder." + name
+
+    groups = param_groups(model, lr=1.0, weight_decay=0.05, decay_tokens=model.decay_tokens)
+    decayed = {n for grp in groups if grp["weight_decay"] > 0 for n in grp["names"]}
+    assert decayed == {ours(n) for n in mae["decayed"]}
 
 
 def test_warmup_cosine_matches_official_schedule(mae):

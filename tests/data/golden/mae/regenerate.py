@@ -5,7 +5,8 @@
 A tiny ``models_mae.MaskedAutoencoderViT`` (32 px, patch 8, encoder 32/2/2, decoder 32/1/2, norm-pix loss) with its
 state dict, seeded images, the ``torch.manual_seed`` used right before the forward (it drives
 ``random_masking``), and the official latent, prediction, mask and loss; plus ``util/lr_sched.adjust_learning_rate``
-at every iteration of a 10-epoch run with 4 iterations per epoch and 2 warmup epochs.
+at every iteration of a 10-epoch run with 4 iterations per epoch and 2 warmup epochs; the names of the
+weight-decayed parameters.
 """
 
 import sys
@@ -49,10 +50,19 @@ lrs = []
 for it in range(40):
     lrs.append(lr_sched.adjust_learning_rate(opt, it / 4, sched_args))
 
+# weight-decay groups as main_pretrain.py builds them: timm ``add_weight_decay(model, wd)`` (renamed
+# ``param_groups_weight_decay`` in timm >= 0.6, same rule: no decay for 1-D tensors, biases and the skip list)
+import timm.optim  # noqa: E402
+
+add_weight_decay = getattr(timm.optim, "add_weight_decay", None) or timm.optim.param_groups_weight_decay
+ids = {id(p): n for n, p in model.named_parameters()}
+decayed = sorted(ids[id(p)] for grp in add_weight_decay(model, 0.05) if grp["weight_decay"] > 0
+                 for p in grp["params"])
+
 arch = {k: v for k, v in ARCH.items() if k != "norm_layer"}
 _official.save(Path(__file__).with_name("mae.pt"), args, {
     "arch": arch, "state_dict": model.state_dict(), "images": images, "mask_seed": MASK_SEED, "mask_ratio": 0.75,
-    "latent": latent, "mask": mask, "ids_restore": ids_restore, "pred": pred, "loss": loss,
+    "decayed": decayed, "latent": latent, "mask": mask, "ids_restore": ids_restore, "pred": pred, "loss": loss,
     "lr": {"steps_per_epoch": 4, "epochs": 10, "warmup_epochs": 2, "lr": 1.0, "min_lr": 0.1,
            "values": torch.tensor(lrs, dtype=torch.float64)},
 })
