@@ -5,6 +5,7 @@ reproduces)."""
 from __future__ import annotations
 
 import math
+import random
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -73,3 +74,19 @@ def test_workers_draw_differently_and_a_seed_reproduces():
         b = _draw(0, aug_seed)
         assert all(torch.equal(x, y) for x, y in zip(a, b)), "the same seed must reproduce the run"
     assert not torch.equal(_draw(0)[0], _draw(1)[0])
+
+
+def test_ranks_draw_differently_without_workers(monkeypatch):
+    """``num_workers=0`` under DDP: the main-process stream of an explicitly seeded augmentor folds the rank in."""
+    draws = {}
+    for rank in (0, 1):
+        monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+        monkeypatch.setattr(torch.distributed, "get_rank", lambda r=rank: r)
+        aug = StereoAugmentor((32, 64), seed=3)
+        draws[rank] = [aug.rng.random() for _ in range(4)]
+        again = StereoAugmentor((32, 64), seed=3)
+        assert draws[rank] == [again.rng.random() for _ in range(4)]
+    assert draws[0] != draws[1]
+    monkeypatch.undo()
+    ref = random.Random(3)
+    assert draws[0] == [ref.random() for _ in range(4)]

@@ -50,7 +50,8 @@ class StereoAugmentor:
     ``torch.initial_seed()`` (and ``seed`` when given), and re-derived when that changes. A DataLoader worker
     has its own ``torch.initial_seed()`` (base seed + worker id; the loader's ``worker_init_fn`` folds the DDP
     rank in), so workers and ranks draw differently, while a seeded run (``seed_everything``) reproduces
-    exactly. In the main process with an explicit ``seed`` the stream is ``Random(seed)``.
+    exactly. In the main process (``num_workers=0``) with an explicit ``seed`` the stream is ``Random(seed)`` on
+    rank 0 and is derived from ``seed`` and the rank on the other DDP ranks.
     Other keys (``occlusion`` masks ...) follow the geometric ops with nearest resampling.
     """
 
@@ -79,10 +80,11 @@ class StereoAugmentor:
     def rng(self) -> random.Random:
         """The private RNG of the current process (see the class docstring)."""
         info = torch.utils.data.get_worker_info()
-        key = (torch.initial_seed(), None if info is None else info.id)
+        rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
+        key = (torch.initial_seed(), None if info is None else info.id, rank)
         if self._rng is None or key != self._rng_key:
             if self.seed is not None and info is None:
-                self._rng = random.Random(self.seed)
+                self._rng = random.Random(self.seed if rank == 0 else f"{self.seed}/rank{rank}")
             elif self.seed is not None:
                 self._rng = random.Random(f"{self.seed}/{key[0]}/{key[1]}")
             else:
