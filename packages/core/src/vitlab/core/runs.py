@@ -12,8 +12,8 @@
   checkpoint came from (or ``<root>/<subcommand>/version_N``), never over the training run's config.
 
 Processes started by a launcher for the same job (torchrun, SLURM) agree on the folder without talking:
-it is named after the job id (``job-<id>``); processes spawned by Lightning's DDP launcher inherit
-``VITLAB_RUN_DIR``.
+it is named after the job id (``job-<id>``); processes spawned by Lightning's DDP launcher (``LOCAL_RANK``
+> 0) inherit ``VITLAB_RUN_DIR`` from rank 0.
 """
 
 from __future__ import annotations
@@ -85,8 +85,8 @@ def resolve_ckpt_path(ckpt_path: str | None, root: Path) -> Path | None:
 def choose_run_dir(subcommand: str, root: Path, ckpt: Path | None) -> Path:
     """The folder this invocation writes to (see the module docstring)."""
     inherited = os.environ.get(RUN_DIR_ENV)
-    if inherited:
-        return Path(inherited)
+    if inherited and int(os.environ.get("LOCAL_RANK", "0") or 0) > 0:
+        return Path(inherited)  # a process Lightning's DDP launcher started for rank 0's run
     job = _launcher_job_id()
     source_run = run_of_checkpoint(ckpt) if ckpt is not None else None
     if subcommand == "fit":
