@@ -30,7 +30,7 @@ from vitlab.pretrain.mto import MTO
 
 __all__ = ["SimMIM", "PixelShuffleDecoder", "init_simmim_weights", "simmim_adamw"]
 
-WEIGHT_INITS = ("simmim", "encoder")
+WEIGHT_INITS = ("auto", "simmim", "encoder")
 
 
 def simmim_adamw(params) -> torch.optim.Optimizer:
@@ -92,8 +92,9 @@ class SimMIM(MIMModule):
         mto: optional :class:`~vitlab.pretrain.mto.MTO` plug-in, applied in the encoder.
         base_lr: 1e-4 (ViT-B 800 ep; ``lr = base * B / 512``).
         lr_batch_divisor: 512.
-        weight_init: ``"simmim"`` (default) re-initialises the encoder with :func:`init_simmim_weights`;
-            ``"encoder"`` keeps the encoder's own weights (use it for an encoder built from pretrained weights).
+        weight_init: ``"simmim"`` re-initialises the encoder with :func:`init_simmim_weights` (official);
+            ``"encoder"`` keeps the encoder's own weights; ``"auto"`` (default) is ``"simmim"`` unless the
+            encoder was loaded from a ``pretrained`` checkpoint, whose weights are never wiped.
         decay_mask_token: weight-decay the mask token as SimMIM's ViT does (True); False excludes it like the
             other tokens (timm convention; SimMIM's Swin also excludes it).
         **kwargs: :class:`MIMModule` / :class:`vitlab.core.VitlabModule` options; the optimizer defaults to
@@ -107,7 +108,7 @@ class SimMIM(MIMModule):
         mto: MTO | None = None,
         base_lr: float | None = 1e-4,
         lr_batch_divisor: int = 512,
-        weight_init: str = "simmim",
+        weight_init: str = "auto",
         decay_mask_token: bool = True,
         **kwargs,
     ) -> None:
@@ -120,6 +121,8 @@ class SimMIM(MIMModule):
         self.save_hparams("encoder", "masking", "mto")
         self.mto = mto
         self.decoder = PixelShuffleDecoder(encoder.embed_dim, encoder.patch_size, encoder.in_chans)
+        if weight_init == "auto":
+            weight_init = "encoder" if getattr(encoder, "pretrained_source", None) else "simmim"
         if weight_init == "simmim":
             init_simmim_weights(encoder)
         if decay_mask_token and callable(getattr(encoder, "no_weight_decay", None)):
