@@ -226,7 +226,7 @@ def test_augmentor_vflip_and_right_jitter_are_small():
                           asym_prob=0.0, seed=0)
     s = _sample(32, 64)
     s["disparity"] = torch.arange(32, dtype=torch.float32).view(1, 32, 1).expand(1, 32, 64).clone()
-    aug._sample_color = lambda sat: []  # noqa: E731
+    aug._sample_color = lambda: []  # noqa: E731
     o = aug(s)
     assert torch.equal(o["disparity"][0, :, 10], torch.arange(31, -1, -1, dtype=torch.float32))
     img = torch.rand(3, 32, 64)

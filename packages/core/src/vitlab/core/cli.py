@@ -181,7 +181,10 @@ class VitlabCLI(LightningCLI):
         if sub is None or cfg.get("ckpt_path") is None:
             return
         root = Path(cfg.trainer.get("default_root_dir") or "runs")
-        ckpt = runs.resolve_ckpt_path(cfg.ckpt_path, root)
+        dirs = tuple(Path(cb.init_args.dirpath) for cb in cfg.trainer.get("callbacks") or []
+                     if _class_of(cb) is not None and issubclass(_class_of(cb), ModelCheckpoint)
+                     and cb.init_args.get("dirpath"))
+        ckpt = runs.resolve_ckpt_path(cfg.ckpt_path, root, dirs)
         if ckpt is None:
             return
         cfg.ckpt_path = str(ckpt)

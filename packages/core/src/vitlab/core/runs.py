@@ -57,12 +57,20 @@ def run_of_checkpoint(ckpt: Path) -> Path | None:
     return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
 
 
-def resolve_ckpt_path(ckpt_path: str | None, root: Path) -> Path | None:
-    """Turn ``last`` / a run folder / a file into a checkpoint file, or raise naming what was looked at."""
+def resolve_ckpt_path(ckpt_path: str | None, root: Path, checkpoint_dirs: tuple[Path, ...] = ()) -> Path | None:
+    """Turn ``last`` / a run folder / a file into a checkpoint file, or raise naming what was looked at.
+
+    ``checkpoint_dirs``: folders a config's ``ModelCheckpoint`` writes to explicitly (``dirpath``); ``last``
+    also finds a ``last.ckpt`` there.
+    """
     if ckpt_path is None:
         return None
     if ckpt_path == "last":
         run = find_last_run(root)
+        explicit = [d / "last.ckpt" for d in checkpoint_dirs if (d / "last.ckpt").is_file()]
+        if explicit and (run is None or max(p.stat().st_mtime for p in explicit)
+                         > (run / "checkpoints" / "last.ckpt").stat().st_mtime):
+            return max(explicit, key=lambda p: p.stat().st_mtime)
         if run is None:
             raise RunFolderError(
                 f"--ckpt_path last: no run under {root} has checkpoints/last.ckpt; start a run without "
