@@ -1,14 +1,14 @@
 """The packages install as shipped: wheels of core + peft into a fresh virtualenv, with dependency resolution.
 
-Only the two local wheels and the package registry are used (no ``--no-deps``, nothing from the test
-environment), so a dependency the code needs but the pyproject forgets fails here. torch is pinned to the
-build the Makefile installs so the resolver picks that one. The venv then fits the peft quickstart for two
+Only the two local wheels and the package registry are used (no ``--no-deps``), so a dependency the code
+needs but the pyproject forgets fails here. torch is pinned to the build the Makefile installs; when the
+test environment holds that build, its files are shared read-only with the fresh venv (see
+:func:`_share_torch_stack`) instead of installing ~4 GB again — everything else resolves from the index. The venv then fits the peft quickstart for two
 steps through the installed ``vitlab`` script with W&B offline, and finally ``pip install -e .`` at the
 repository root adds the remaining packages (the ``vitlab`` meta-distribution).
 
-The venv costs a full torch install (minutes), so it is created once per module and the tests are ``slow``.
-Each phase's duration is printed (``pytest -s``) and recorded as a junit property. Most of the time is the
-torch install (about 4 GB with its CUDA libraries); ``--no-compile`` skips byte-compiling it.
+The venv is created once per module and the tests are ``slow``. Each phase's duration is printed
+(``pytest -s``) and recorded as a junit property; ``--no-compile`` skips byte-compiling.
 """
 
 from __future__ import annotations
@@ -35,6 +35,36 @@ def _torch_pin() -> list[str]:
     match = re.search(r"^TORCH\s*:=\s*(.+)$", (REPO / "Makefile").read_text(), flags=re.M)
     assert match, "Makefile has no `TORCH :=` line"
     return shlex.split(match.group(1))
+
+
+_TORCH_STACK = re.compile(r"^(torch|torchgen|functorch|torchvision|triton|nvidia|cuda)([-_.].*)?$")
+
+
+def _share_torch_stack(root: Path, py: Path) -> bool:
+    """Make this environment's pinned torch build visible to the fresh venv, read-only, instead of
+    installing its ~4 GB again: links to torch, torchvision, triton and the CUDA wheels (code and
+    ``dist-info``) in one folder that a ``.pth`` file adds to the venv's path. pip then sees the pin as
+    satisfied and still resolves every other requirement (numpy, pillow, lightning, timm, ...) from the
+    package index, so an undeclared dependency still fails. Falls back to a full install when this
+    environment does not hold the pinned build."""
+    import importlib.metadata as md
+
+    pins = dict(p.split("==") for p in _torch_pin() if "==" in p)
+    try:
+        if any(md.version(name) != version for name, version in pins.items()):
+            return False
+    except md.PackageNotFoundError:
+        return False
+    site = Path(md.distribution("torch").locate_file(""))
+    stack = root / "torch_stack"
+    stack.mkdir()
+    for entry in site.iterdir():
+        if _TORCH_STACK.match(entry.name):
+            (stack / entry.name).symlink_to(entry)
+    purelib = subprocess.run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                             capture_output=True, text=True, check=True).stdout.strip()
+    (Path(purelib) / "vitlab_test_torch_stack.pth").write_text(str(stack) + "\n")
+    return True
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
@@ -64,6 +94,7 @@ def fresh_venv(tmp_path_factory) -> dict:
     venv = root / "venv"
     _, timings["create_venv"] = _run([sys.executable, "-m", "venv", str(venv)], timeout=300)
     py = venv / "bin" / "python"
+    timings["shared_torch_stack"] = float(_share_torch_stack(root, py))
     local = sorted(str(w) for w in wheels.glob("vitlab_*.whl"))
     assert len(local) == 2, local
     _, timings["pip_install"] = _run(
