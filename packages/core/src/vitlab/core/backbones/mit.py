@@ -28,6 +28,7 @@ from timm.layers import DropPath, trunc_normal_
 from torch import nn
 
 from vitlab.core.backbones.checkpoint import LoadResult, read_checkpoint, unwrap_state_dict
+from vitlab.core.restore import skip_pretrained
 
 __all__ = ["MIT_SIZES", "MiT", "convert_segformer_state_dict", "load_segformer_checkpoint"]
 
@@ -187,7 +188,7 @@ class MiT(nn.Module):
             prev = dims[i]
         self.stages = nn.ModuleList(stages)
         self.apply(self._init_weights)
-        if pretrained:
+        if pretrained and not skip_pretrained(str(pretrained)):
             load_segformer_checkpoint(self, pretrained, strict=True)
 
     @staticmethod
