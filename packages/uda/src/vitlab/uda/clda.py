@@ -49,7 +49,13 @@ from torch import Tensor, nn
 
 from vitlab.uda import transforms as T
 from vitlab.uda.dacs import DACS
-from vitlab.uda.model import FrozenEncoder, MeanTeacher, Segmentor, daformer_param_groups, set_pseudo_label_mode
+from vitlab.uda.model import (
+    FrozenEncoder,
+    MeanTeacher,
+    Segmentor,
+    daformer_param_groups,
+    set_pseudo_label_mode,
+)
 
 __all__ = ["CLDA", "kd_loss", "layer_saliency_rate", "saliency_layers"]
 
@@ -229,8 +235,8 @@ class CLDA(DACS):
         if self._trainer is not None:
             self.log_dict(scalars)
         try:
-            from lightning.pytorch.loggers import WandbLogger
             import wandb
+            from lightning.pytorch.loggers import WandbLogger
         except ImportError:  # pragma: no cover
             return
         if self._trainer is None:
