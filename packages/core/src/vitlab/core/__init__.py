@@ -6,6 +6,7 @@ depth), the EMA teacher, metrics, callbacks, data (SyntheticScenes, image folder
 """
 
 from vitlab.core.backbones import CrossBlock, RoPE2D, ViT, load_checkpoint
+from vitlab.core.backbones import HRNetFeatures, Swin
 from vitlab.core.callbacks import PredictionImageLogger
 from vitlab.core.ema import EMATeacher
 from vitlab.core.heads import DPTHead, LinearHead, ProgressiveUpsamplingHead
@@ -44,4 +45,6 @@ __all__ = [
     "load_checkpoint",
     "param_groups",
     "warmup_cosine",
+    "Swin",
+    "HRNetFeatures",
 ]

@@ -11,6 +11,8 @@ from .checkpoint import (
 from .decoder import CrossBlock
 from .pos_embed import get_1d_sincos_pos_embed, get_2d_sincos_pos_embed, resize_pos_embed
 from .rope import RoPE2D, RoPEAttention
+from .hrnet import HRNetFeatures
+from .swin import SWIN_SIZES, Swin, average_over_windows, window_attention
 from .vit import VIT_SIZES, RoPEBlock, ViT, default_out_indices, init_mae_weights
 
 __all__ = [
@@ -31,4 +33,9 @@ __all__ = [
     "save_checkpoint",
     "convert_state_dict",
     "convert_croco_decoder",
+    "Swin",
+    "SWIN_SIZES",
+    "HRNetFeatures",
+    "window_attention",
+    "average_over_windows",
 ]
