@@ -159,7 +159,17 @@ class MTLoRASwin(nn.Module):
             for t in self.tasks:
                 feats[t].append(swin.merge(s, x_t[t]).permute(0, 3, 1, 2))
             x = swin.merge(s, x)
-        return feats
+        return tie_dead_shared_path(feats, x)
+
+
+def tie_dead_shared_path(feats: dict[str, list[Tensor]], x: Tensor) -> dict[str, list[Tensor]]:
+    """The shared output of the very last block feeds nothing (decoders read task features only), so the shared
+    fc2 LoRA of that block gets no gradient, exactly as in the official code. The papers' parameter counts include
+    it, so it is kept and tied into the graph with weight zero: DDP then runs without ``find_unused_parameters``
+    and the outputs are unchanged."""
+    first = next(iter(feats))
+    feats[first][-1] = feats[first][-1] + 0.0 * x.mean()
+    return feats
 
 
 class MTLoRA(MultiTaskModule):
