@@ -5,7 +5,8 @@
 * Losses (:class:`MultiTaskLoss`, standard weights), metrics (:class:`MeanIoU`, :class:`SaliencyMetric`,
   :class:`NormalsMetric`, :class:`DepthRMSE`, :class:`EdgeLossProxy`) and :func:`delta_m`.
 * Methods: :class:`MultiTaskFineTune` (single-task and MTL full fine-tuning), :class:`MTLoRA`,
-  :class:`TADFormer`, all on :class:`vitlab.core.Swin` with per-task HRNet heads.
+  :class:`TADFormer`, all on :class:`vitlab.core.Swin` with per-task HRNet heads; :class:`SCAMTL` (sequential
+  cross attention: CTAM/CSAM on MTI-Net decoding over HRNet-W18).
 
 Installing this distribution registers it in the `vitlab.plugins` entry-point group, so the
 `vitlab` CLI resolves its classes by short name.
@@ -25,6 +26,7 @@ from vitlab.mtl.metrics import (
 )
 from vitlab.mtl.module import TASK_OUTPUTS, MultiTaskFineTune, MultiTaskModule
 from vitlab.mtl.mtlora import MTLoRA, MTLoRALinear, MTLoRASwin
+from vitlab.mtl.sca import GCA, SCAMTL, CSAMHead, SCAEncoder
 from vitlab.mtl.tadformer import TADFormer, TADFormerSwin, TALinear
 
 __version__ = "0.1.0"
@@ -46,6 +48,10 @@ __all__ = [
     "MultiTaskModule",
     "NormalsMetric",
     "SaliencyMetric",
+    "GCA",
+    "CSAMHead",
+    "SCAEncoder",
+    "SCAMTL",
     "TADFormer",
     "TADFormerSwin",
     "TALinear",

@@ -66,14 +66,17 @@ class MultiTaskModule(VitlabModule):
         self.num_outputs = {t: int((num_outputs or {}).get(t, TASK_OUTPUTS[t])) for t in self.tasks}
         self.reference = resolve_reference(reference)
         self.backbone = backbone
-        widths = list(head_widths or HRNET_W18_WIDTHS)
-        self.decoders = nn.ModuleDict({t: TaskDecoder(list(backbone.out_channels), self.num_outputs[t], widths)
-                                       for t in self.tasks})
+        self.head_widths = list(head_widths or HRNET_W18_WIDTHS)
+        self.decoders = nn.ModuleDict({t: self.make_decoder(t) for t in self.tasks})
         self.criterion = MultiTaskLoss(self.tasks, loss_weights)
         self.val_metrics = nn.ModuleDict({t: task_metric(t, self.num_outputs[t]) for t in self.tasks})
         self.test_metrics = nn.ModuleDict({t: task_metric(t, self.num_outputs[t]) for t in self.tasks})
 
     # -- model ---------------------------------------------------------------------------------------
+    def make_decoder(self, task: str) -> nn.Module:
+        """The decoder of ``task``: ``decoder(features, image_size) -> (B, n_out, H, W)``."""
+        return TaskDecoder(list(self.backbone.out_channels), self.num_outputs[task], self.head_widths)
+
     def encode(self, image: Tensor) -> dict[str, list[Tensor]]:
         """Per-task multi-scale features; the base shares the backbone's stage outputs between tasks."""
         feats = self.backbone.forward_stages(image)
