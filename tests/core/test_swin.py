@@ -104,3 +104,12 @@ def test_official_checkpoint_key_map(tmp_path):
         torch.testing.assert_close(dst.state_dict()[k], v)
     with pytest.raises(FileNotFoundError, match="missing.pth"):
         tiny(pretrained=str(tmp_path / "missing.pth"))
+
+
+def test_swin_serves_core_segmentation():
+    from vitlab.core import SemanticSegmentation
+
+    m = SemanticSegmentation(backbone=tiny(), num_classes=5, head="linear")
+    assert m(torch.randn(1, 3, 56, 56)).shape == (1, 5, 56, 56)
+    m = SemanticSegmentation(backbone=tiny(), num_classes=5, head="pup")
+    assert m(torch.randn(1, 3, 64, 64)).shape == (1, 5, 64, 64)

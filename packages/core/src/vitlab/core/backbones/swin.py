@@ -17,6 +17,9 @@ What this module adds is the forward pass, written so that multi-task methods ca
   every window; the relative-position bias and the shift mask apply only to the patch-patch block, and the
   raw (pre-scale, pre-bias, pre-softmax) prompt→patch logits ``q_p k_xᵀ`` can be returned.
   :func:`average_over_windows` averages per-window prompt outputs (TADFormer's prompt update).
+* **Core task modules**: ``forward_intermediates`` and ``head_in_dim``/``head_stride`` let
+  :class:`vitlab.core.SemanticSegmentation` / :class:`~vitlab.core.DepthEstimation` use Swin with the ``linear``
+  or ``pup`` head (DPT expects equal-width maps at one stride and is not supported).
 * **Replaceable linears**: the block forward calls ``attn.qkv``, ``attn.proj``, ``mlp.fc1`` and ``mlp.fc2``
   as modules, and :attr:`Swin.blocks` lists every block, so ``vitlab.peft`` tuners (LoRA ...) replace them.
 
@@ -151,6 +154,9 @@ class Swin(nn.Module):
         self.out_channels = [*self.dims[1:], self.dims[-1]]
         self.strides = [8, 16, 32, 32]
         self.patch_size = 4
+        # what core's dense task heads ("linear", "pup") read: the last map's width and stride
+        self.head_in_dim = self.out_channels[-1]
+        self.head_stride = 32
         self._masks: dict = {}
         if isinstance(pretrained, (str, os.PathLike)) and pretrained:
             self.load_pretrained(pretrained)
@@ -262,6 +268,10 @@ class Swin(nn.Module):
             x = self.merge(s, x)
             outs.append(x.permute(0, 3, 1, 2))
         return outs
+
+    def forward_intermediates(self, image: Tensor) -> list[Tensor]:
+        """The stage maps, for core's dense task modules (``SemanticSegmentation(backbone=Swin(), head="linear")``)."""
+        return self.forward_stages(image)
 
     def forward(self, image: Tensor) -> list[Tensor]:
         return self.forward_stages(image)
