@@ -100,3 +100,11 @@ def test_tadformer_gate_ablation_and_output_shapes():
     assert out["semseg"].shape == (1, 21, 56, 56) and out["depth"].shape == (1, 1, 56, 56)
     with pytest.raises(ValueError, match="gate"):
         TADFormer(tiny_swin(), ["semseg"], gate="max")
+
+
+def test_visualize_panels_per_task():
+    m = MultiTaskFineTune(tiny_swin(), PASCAL).eval()
+    batch = fake_batch()
+    with torch.no_grad():
+        pics = m.visualize(batch, m(batch["image"]), max_images=1)
+    assert len(pics) == 4 and all(p.shape == (56, 3 * 56 + 4, 3) and p.dtype.name == "uint8" for p in pics.values())

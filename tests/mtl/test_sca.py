@@ -1,5 +1,6 @@
 """SCA-MTL: GCA against the explicit formula, shapes at every scale, deep supervision, gradients everywhere."""
 
+import pytest
 import torch
 
 from vitlab.mtl.sca import GCA, SCAMTL
@@ -22,6 +23,7 @@ def test_gca_matches_explicit_linear_attention():
     torch.testing.assert_close(out[0].flatten(1), expect, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.slow  # HRNet + attention at every scale: about a minute on a busy 2-core CPU
 def test_sca_shapes_deep_supervision_and_gradients():
     torch.manual_seed(0)
     tasks = ["semseg", "sal", "depth"]

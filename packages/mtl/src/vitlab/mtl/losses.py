@@ -40,7 +40,7 @@ def balanced_bce(logits: Tensor, target: Tensor, pos_weight: float | None = None
     pos = (target > 0.5).float() * valid
     neg = valid - pos
     n = valid.sum().clamp(min=1)
-    w = neg.sum() / n if pos_weight is None else torch.as_tensor(pos_weight, device=logits.device)
+    w = neg.sum() / n if pos_weight is None else float(pos_weight)
     loss_pos = (F.softplus(-logits) * pos).sum()  # -log σ(x)
     loss_neg = (F.softplus(logits) * neg).sum()  # -log(1-σ(x))
     return (w * loss_pos + (1 - w) * loss_neg) / n

@@ -156,13 +156,12 @@ class MultiTaskModule(VitlabModule):
             logger.log_metrics(stats, step=0)
 
     # -- pictures ------------------------------------------------------------------------------------
-    def _picture(self, task: str, x: Tensor) -> np.ndarray:
+    def _picture(self, task: str, x: Tensor, prediction: bool) -> np.ndarray:
         if task in ("semseg", "human_parts"):
             labels = x.argmax(0) if x.dim() == 3 else x
             return colorize_labels(labels, self.num_outputs[task])
         if task in ("sal", "edge"):
-            v = x[0].float()
-            v = torch.sigmoid(v) if v.min() < 0 or v.max() > 1 else v
+            v = torch.sigmoid(x[0].float()) if prediction else x[0].float()
             g = (v.clamp(0, 1) * 255).to(torch.uint8).cpu().numpy()
             return np.repeat(g[..., None], 3, axis=-1)
         if task == "normals":
@@ -178,7 +177,8 @@ class MultiTaskModule(VitlabModule):
         for t in self.tasks:
             for i in range(n):
                 pics[f"{t} {i}: image | prediction | target"] = panel([
-                    to_uint8_image(batch["image"][i]), self._picture(t, output[t][i]), self._picture(t, batch[t][i])])
+                    to_uint8_image(batch["image"][i]), self._picture(t, output[t][i], True),
+                    self._picture(t, batch[t][i], False)])
         return pics
 
 
