@@ -25,7 +25,7 @@ from vitlab.core.data.io import (
     read_kitti_disparity,
     read_png_scaled,
 )
-from vitlab.core.data.sampling import EpochShuffleSampler
+from vitlab.core.data.sampling import EpochShuffleSampler, ResumableDataMixin
 
 from .augment import StereoAugmentor
 
@@ -378,7 +378,7 @@ def collate_common(samples: list[dict]) -> dict:
     return default_collate([{k: s[k] for k in keys} for s in samples])
 
 
-class StereoDataModule(pl.LightningDataModule):
+class StereoDataModule(ResumableDataMixin, pl.LightningDataModule):
     """Any mix of stereo datasets; ``30 x ETH3D + 50 x Middlebury`` style repeat factors (CroCo-Stereo recipe).
 
     Args:
@@ -426,8 +426,8 @@ class StereoDataModule(pl.LightningDataModule):
         if not self.train_datasets:
             raise ValueError("StereoDataModule: no train_datasets configured")
         ds = _Augmented(_mix(self.train_datasets, self.train_repeats, "train_datasets"), self._augmentor())
-        return DataLoader(ds, batch_size=self.batch_size, sampler=EpochShuffleSampler(len(ds), seed=self.seed),
-                          drop_last=True, collate_fn=collate_common, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return self.resumable(DataLoader(ds, batch_size=self.batch_size, sampler=EpochShuffleSampler(len(ds), seed=self.seed),
+                          drop_last=True, collate_fn=collate_common, num_workers=self.num_workers, persistent_workers=self.num_workers > 0))
 
     def _eval_loader(self, datasets: list[Dataset], what: str) -> DataLoader:
         if not datasets:

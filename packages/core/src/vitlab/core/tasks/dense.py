@@ -184,7 +184,8 @@ class DepthEstimation(DenseTask):
         self.test_metrics = DepthMetrics(min_depth, max_depth)
 
     def forward(self, image: Tensor) -> Tensor:
-        return self.max_depth * torch.sigmoid(super().forward(image))
+        # fp32 even under bf16 autocast: depth is a regression target (SILog takes logs of it)
+        return self.max_depth * torch.sigmoid(super().forward(image).float())
 
     def loss(self, out: Tensor, batch: dict[str, Tensor]) -> Tensor:
         target = batch["depth"]
