@@ -107,7 +107,7 @@ def test_losses_by_hand(tmp_path):
     proxy.update(logits, target)
     assert proxy.compute()["loss"].item() == pytest.approx(parts["edge"].item(), rel=1e-5)
     paths = save_edge_pngs(logits, ["a"], tmp_path)
-    from PIL import Image
     import numpy as np
+    from PIL import Image
     px = np.array(Image.open(paths[0]))
     assert px.shape == (1, 3) and px[0, 0] == round(255 * torch.sigmoid(torch.tensor(2.0)).item())

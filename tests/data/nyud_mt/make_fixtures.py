@@ -25,7 +25,7 @@ def main() -> None:
         (ROOT / sub).mkdir(parents=True)
     (ROOT / "gt_sets/train.txt").write_text("\n".join(TRAIN) + "\n")
     (ROOT / "gt_sets/val.txt").write_text("\n".join(VAL) + "\n")
-    for i, name in enumerate(TRAIN + VAL):
+    for _i, name in enumerate(TRAIN + VAL):
         Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(ROOT / "images" / f"{name}.jpg")
         seg = rng.integers(1, 41, (H, W)).astype(np.uint8)
         seg[:2] = 0

@@ -25,7 +25,7 @@ from vitlab.core.tasks.base import VitlabModule
 from vitlab.core.tuner import count_parameters
 from vitlab.core.visualize import colorize_depth, colorize_labels, panel, to_uint8_image
 from vitlab.mtl.heads import HRNET_W18_WIDTHS, TaskDecoder
-from vitlab.mtl.losses import TASK_WEIGHTS, MultiTaskLoss
+from vitlab.mtl.losses import MultiTaskLoss
 from vitlab.mtl.metrics import PRIMARY_METRIC, delta_m, resolve_reference, task_metric
 
 __all__ = ["TASK_OUTPUTS", "MultiTaskModule", "MultiTaskFineTune"]

@@ -85,7 +85,7 @@ def swin_trainable_base(swin: Swin, reductions: bool) -> None:
     ``reductions``, the PatchMerging reductions (the MTLoRA/TADFormer trainable set, LoRA aside)."""
     swin.requires_grad_(False)
     swin.patch_embed.requires_grad_(True)
-    for name, mod in swin.named_modules():
+    for _name, mod in swin.named_modules():
         if isinstance(mod, nn.LayerNorm):
             mod.requires_grad_(True)
         if hasattr(mod, "relative_position_bias_table"):

@@ -39,8 +39,8 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
 from timm.layers import trunc_normal_
+from torch import Tensor, nn
 
 from vitlab.core.backbones.swin import Swin, average_over_windows, window_attention
 from vitlab.mtl.module import MultiTaskModule
