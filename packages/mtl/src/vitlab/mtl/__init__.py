@@ -12,6 +12,14 @@ Installing this distribution registers it in the `vitlab.plugins` entry-point gr
 `vitlab` CLI resolves its classes by short name.
 """
 
+from vitlab.mtl.data import (
+    NYUDMT,
+    MultiTaskTransform,
+    NYUDMTDataModule,
+    PASCALContextMT,
+    PASCALContextMTDataModule,
+    SyntheticMultiTaskDataModule,
+)
 from vitlab.mtl.heads import Downsampler, HighResolutionHead, TaskDecoder
 from vitlab.mtl.losses import TASK_WEIGHTS, MultiTaskLoss, balanced_bce
 from vitlab.mtl.metrics import (
@@ -32,6 +40,12 @@ from vitlab.mtl.tadformer import TADFormer, TADFormerSwin, TALinear
 __version__ = "0.1.0"
 
 __all__ = [
+    "NYUDMT",
+    "MultiTaskTransform",
+    "NYUDMTDataModule",
+    "PASCALContextMT",
+    "PASCALContextMTDataModule",
+    "SyntheticMultiTaskDataModule",
     "SINGLE_TASK_REFERENCES",
     "TASK_OUTPUTS",
     "TASK_WEIGHTS",
