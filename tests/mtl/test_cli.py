@@ -17,7 +17,7 @@ def test_mtlora_quickstart_logs_delta_m(tmp_path):
     cli = build_cli([
         "fit", "--config", str(REPO / "configs" / "mtl" / "mtlora_quickstart.yaml"),
         "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps", "0",
-        "--trainer.accelerator", "cpu", "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path),
+        "--trainer.accelerator", "cpu", "--trainer.default_root_dir", str(tmp_path),
         "--data.init_args.batch_size", "2", "--data.init_args.train_samples", "4", "--data.init_args.val_samples", "2",
         "--model.init_args.tasks", "[semseg, normals]",
         "--model.init_args.reference", "{semseg: 20.0, normals: 40.0}",
