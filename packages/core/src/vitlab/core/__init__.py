@@ -5,12 +5,10 @@ depth), the EMA teacher, metrics, callbacks, data (SyntheticScenes, image folder
 ``vitlab`` CLI. Sibling packages (pretrain, peft, stereo, mtl, uda) build on these names.
 """
 
-from vitlab.core.backbones import CrossBlock, RoPE2D, ViT, load_checkpoint
-from vitlab.core.backbones import MiT
+from vitlab.core.backbones import CrossBlock, HRNetFeatures, MiT, RoPE2D, Swin, ViT, load_checkpoint
 from vitlab.core.callbacks import ModelCheckpoint, NonFiniteGuard, PlainProgressBar, PredictionImageLogger
 from vitlab.core.ema import EMATeacher
-from vitlab.core.heads import DPTHead, LinearHead, ProgressiveUpsamplingHead
-from vitlab.core.heads import DAFormerHead
+from vitlab.core.heads import DAFormerHead, DPTHead, LinearHead, ProgressiveUpsamplingHead
 from vitlab.core.metrics import DepthMetrics
 from vitlab.core.optim import param_groups, warmup_cosine
 from vitlab.core.tasks import (
@@ -51,4 +49,6 @@ __all__ = [
     "warmup_cosine",
     "MiT",
     "DAFormerHead",
+    "Swin",
+    "HRNetFeatures",
 ]

@@ -39,8 +39,17 @@ PLUGIN_CLASSES: dict[str, frozenset[str]] = {
         "MaskedMSE", "MiddleburyStereo", "SceneFlowStereo", "StereoAugmentor", "StereoDataModule",
         "StereoL1Loss", "StereoMatching", "StereoMetrics", "StereoPairs", "StereoPredictionWriter", "UniTTStereo",
     }),
-    "mtl": frozenset(),
-    "uda": frozenset(),
+    "mtl": frozenset({
+        "CSAMHead", "DepthRMSE", "Downsampler", "EdgeLossProxy", "GCA", "HighResolutionHead", "MTLoRA",
+        "MTLoRALinear", "MTLoRASwin", "MeanIoU", "MultiTaskFineTune", "MultiTaskLoss", "MultiTaskModule",
+        "MultiTaskTransform", "NYUDMT", "NYUDMTDataModule", "NormalsMetric", "PASCALContextMT",
+        "PASCALContextMTDataModule", "SCAEncoder", "SCAMTL", "SaliencyMetric",
+        "SyntheticMultiTaskDataModule", "TADFormer", "TADFormerSwin", "TALinear", "TaskDecoder",
+    }),
+    "uda": frozenset({
+        "CLDA", "DACS", "MeanTeacher", "RareClassSampler", "Segmentor", "SourceOnly", "SubsetMeanIoU",
+        "UDADataModule", "UDASegmentation", "UDATrainTransform",
+    }),
 }
 
 #: Every vitlab package; ``vitlab.<name>`` ships as the distribution ``vitlab-<name>`` (folder ``packages/<name>``).

@@ -9,9 +9,11 @@ from .checkpoint import (
     save_checkpoint,
 )
 from .decoder import CrossBlock
+from .hrnet import HRNetFeatures
 from .mit import MIT_SIZES, MiT, convert_segformer_state_dict, load_segformer_checkpoint
 from .pos_embed import get_1d_sincos_pos_embed, get_2d_sincos_pos_embed, resize_pos_embed
 from .rope import RoPE2D, RoPEAttention
+from .swin import SWIN_SIZES, Swin, average_over_windows, window_attention
 from .vit import VIT_SIZES, RoPEBlock, ViT, default_out_indices, init_mae_weights
 
 __all__ = [
@@ -36,4 +38,9 @@ __all__ = [
     "MIT_SIZES",
     "convert_segformer_state_dict",
     "load_segformer_checkpoint",
+    "Swin",
+    "SWIN_SIZES",
+    "HRNetFeatures",
+    "window_attention",
+    "average_over_windows",
 ]

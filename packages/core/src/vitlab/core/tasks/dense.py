@@ -29,14 +29,15 @@ HEADS = ("dpt", "linear", "pup")
 
 def build_head(name: str, backbone: nn.Module, out_channels: int, **kwargs: Any) -> nn.Module:
     """A dense head sized for ``backbone`` (its ``embed_dim``, ``patch_size`` and ``out_indices``)."""
-    dim = int(backbone.embed_dim)
+    dim = int(getattr(backbone, "head_in_dim", backbone.embed_dim))  # hierarchical backbones (Swin): last map width
     if name == "dpt":
         n = len(backbone.out_indices)
         return DPTHead([dim] * n, out_channels, patch_size=int(backbone.patch_size), **kwargs)
     if name == "linear":
         return LinearHead(dim, out_channels, **kwargs)
     if name == "pup":
-        return ProgressiveUpsamplingHead(dim, out_channels, patch_size=int(backbone.patch_size), **kwargs)
+        stride = int(getattr(backbone, "head_stride", backbone.patch_size))
+        return ProgressiveUpsamplingHead(dim, out_channels, patch_size=stride, **kwargs)
     raise ValueError(f"head must be one of {HEADS}, got {name!r}")
 
 

@@ -1,0 +1,243 @@
+"""TADFormer (Baek, Lee, Jo, Choi, Min, "TADFormer: Task-Adaptive Dynamic TransFormer for Efficient Multi-Task
+Learning", CVPR 2025; code `Min100KM/TADFormer`) on a Swin backbone with per-task HRNet heads.
+
+It keeps MTLoRA's skeleton (:mod:`vitlab.mtl.mtlora`: Swin-T at 448, HRNet decoders, losses, recipe) and changes:
+
+1. **Task prompts** (VPT-shallow style, ``prompt_len`` = 1 per task) prepended at the input of stage 1 and
+   carried through every block: inside window attention the normalised prompts join every window, bias and
+   shift mask only touch the patch-patch block, and the per-window prompt outputs (after ``proj``) are averaged
+   over windows; the prompts are then updated ``P ← P + DropPath(MLP(LN2(P_attn)))`` (no attention residual, as
+   in the code; skipped in the very last block). At each PatchMerging ``P ← task_prompts_up(P)``
+   (Linear C→2C, no bias). Init: ones, then truncated normal with mean 1, std 1.
+2. **TS-Module**: shared LoRA (rank r, multiplier 4, dropout 0.05) at qkv, proj, fc1, fc2 of every block.
+3. **Task-adapting block** = the last block of each stage:
+
+   * **TPC**: from the raw prompt→patch logits ``a_t`` (before scale, bias and softmax) and the attention output
+     z (proj input), ``s_t = GELU(a_t) ⊙ z`` per head channel group and ``f_t = LN_p(z + s_t)`` (one LN_p per
+     stage, shared by the tasks);
+   * **TA-Module** at proj, fc1, fc2 (:class:`TALinear`): the *same* shared LoRA A/B with a **dynamic task
+     filter** between them: ``u_t = x_t Aᵀ`` on a spatial grid (7×7 windows for proj, the whole stage map for
+     fc1/fc2), ``θ_t = FilterNorm(Conv1×1(GAP(u_t)))`` (k = 3, DDFNet 'channel' FilterNorm), ``ũ_t = θ_t ⊛ u_t``
+     depthwise, ``y_t = W x + b + s ũ_t Bᵀ`` (frozen term on the shared input, as MTLoRA). The DTF is shared by
+     the tasks; it is the paper's version (the released code comments it out and uses a static per-task
+     depthwise 3×3 filter, available as ``task_filter="static"``).
+   * **Stage gate**: ``F_t^s = σ(g_s) s_t + (1 − σ(g_s)) X_t`` with one scalar per stage (init 0), then the frozen
+     PatchMerging; ``gate="average"`` is the plain 0.5 ablation.
+
+Trainable: LoRA, DTF, prompts, ``task_prompts_up``, gates, LN_p, every LayerNorm, patch embedding,
+relative-position tables and the decoders; PatchMerging reductions are frozen. With Swin-T, four PASCAL tasks
+and HRNet heads: 3,551,550 / 4,770,174 / 7,373,310 parameters for r = 16 / 32 / 64 (the paper's 3.56/4.78/7.38M).
+
+Reconstruction choices (named arguments): with ``prompt_len`` > 1 a task's logits are the mean over its prompts
+(the paper uses 1); the TA-Module's task path has no LoRA dropout; drop-path is applied to the task branches like
+the shared one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from timm.layers import trunc_normal_
+from torch import Tensor, nn
+
+from vitlab.core.backbones.swin import Swin, average_over_windows, window_attention
+from vitlab.mtl.module import MultiTaskModule
+from vitlab.mtl.mtlora import _lora, swin_trainable_base, tie_dead_shared_path
+from vitlab.peft.iconformer import ICoN, dynamic_depthwise_conv
+from vitlab.peft.lora import LoRALinear
+
+__all__ = ["TADFormer", "TADFormerSwin", "TALinear", "TASK_FILTERS", "GATES"]
+
+TASK_FILTERS = ("dynamic", "static")
+GATES = ("sigmoid", "average")
+
+
+class TALinear(LoRALinear):
+    """Shared LoRA linear whose task path filters the LoRA bottleneck with a dynamic task filter (DTF).
+
+    ``forward(x)``: ``W x + b + s B A drop(x)`` (shared). :meth:`forward_task`: ``W x + b + s · DTF(x_t Aᵀ) Bᵀ``
+    with ``x_t`` given channels-last on its grid (B', h, w, C).
+
+    Args:
+        task_filter: ``"dynamic"`` (paper: one input-conditioned kernel generator shared by all tasks,
+            r²k² + 3rk² parameters) or ``"static"`` (released code: a depthwise k×k conv per task, 10r each).
+        tasks: task names (static filter only).
+        kernel_size: k (3).
+    """
+
+    def __init__(self, in_features: int, out_features: int, rank: int, scale: float, dropout: float = 0.0,
+                 bias: bool = True, task_filter: str = "dynamic", tasks: list[str] = (), kernel_size: int = 3,
+                 device=None, dtype=None) -> None:
+        super().__init__(in_features, out_features, rank, scale, dropout, bias=bias, device=device, dtype=dtype)
+        if task_filter not in TASK_FILTERS:
+            raise ValueError(f"task_filter must be one of {TASK_FILTERS}, got {task_filter!r}")
+        self.task_filter = task_filter
+        if task_filter == "dynamic":
+            self.dtf = ICoN(rank, kernel_size, filter_norm=True)
+        else:
+            self.static = nn.ModuleDict({t: nn.Conv2d(rank, rank, kernel_size, padding=kernel_size // 2, groups=rank)
+                                         for t in tasks})
+
+    @classmethod
+    def from_linear(cls, base: nn.Linear, rank: int, scale: float, dropout: float = 0.0, *,
+                    task_filter: str = "dynamic", tasks: list[str] = ()) -> TALinear:
+        if isinstance(base, LoRALinear):
+            raise TypeError("the Swin backbone already carries LoRA layers; pass an untuned backbone")
+        w = base.weight
+        m = cls(base.in_features, base.out_features, rank, scale, dropout, bias=base.bias is not None,
+                task_filter=task_filter, tasks=tasks, device=w.device, dtype=w.dtype)
+        m.weight, m.bias = base.weight, base.bias
+        return m
+
+    def filter(self, u: Tensor, task: str) -> Tensor:
+        """(B', r, h, w) → filtered bottleneck map."""
+        if self.task_filter == "dynamic":
+            return dynamic_depthwise_conv(u, self.dtf(u))
+        return self.static[task](u)
+
+    def forward_task(self, x: Tensor, x_task: Tensor, task: str, base: Tensor | None = None) -> Tensor:
+        """``x`` and ``x_task`` channels-last (B', h, w, C); returns (B', h, w, out)."""
+        if base is None:
+            base = F.linear(x, self.weight, self.bias)
+        u = F.linear(x_task, self.lora_A).permute(0, 3, 1, 2)
+        u = self.filter(u, task).permute(0, 2, 3, 1)
+        return base + self.scale * F.linear(u, self.lora_B)
+
+
+class TADFormerSwin(nn.Module):
+    """A Swin backbone turned into TADFormer's encoder: ``forward(image) -> {task: [F_t^0..F_t^3]}``.
+
+    Args:
+        swin: an untuned :class:`vitlab.core.Swin`.
+        tasks: task names.
+        rank: shared LoRA rank r (16, 32, 64); scale 4.0 and dropout 0.05 as MTLoRA.
+        prompt_len: prompts per task (1).
+        task_filter: ``"dynamic"`` (paper, default) or ``"static"`` (released code).
+        gate: ``"sigmoid"`` (learnable stage gate) or ``"average"`` (0.5 ablation).
+        kernel_size: DTF kernel size (3).
+    """
+
+    def __init__(self, swin: Swin, tasks: list[str], rank: int = 16, scale: float = 4.0, dropout: float = 0.05,
+                 prompt_len: int = 1, task_filter: str = "dynamic", gate: str = "sigmoid",
+                 kernel_size: int = 3) -> None:
+        super().__init__()
+        if gate not in GATES:
+            raise ValueError(f"gate must be one of {GATES}, got {gate!r}")
+        if prompt_len < 1:
+            raise ValueError(f"prompt_len must be >= 1, got {prompt_len}")
+        self.swin = swin
+        self.tasks = list(tasks)
+        self.out_channels = swin.out_channels
+        self.prompt_len = prompt_len
+        self.gate_mode = gate
+        swin_trainable_base(swin, reductions=False)
+        for s in range(4):
+            blocks = swin.stage_blocks(s)
+            for i, blk in enumerate(blocks):
+                last = i == len(blocks) - 1
+                blk.attn.qkv = _lora(blk.attn.qkv, rank, scale, dropout)
+                for parent, name in ((blk.attn, "proj"), (blk.mlp, "fc1"), (blk.mlp, "fc2")):
+                    base = getattr(parent, name)
+                    layer = (TALinear.from_linear(base, rank, scale, dropout, task_filter=task_filter, tasks=self.tasks,)
+                             if last else _lora(base, rank, scale, dropout))
+                    setattr(parent, name, layer)
+        dims = swin.dims
+        self.task_prompts = nn.Parameter(torch.ones(1, len(self.tasks) * prompt_len, dims[0]))
+        trunc_normal_(self.task_prompts, mean=1.0, std=1.0)
+        self.task_prompts_up = nn.ModuleList(nn.Linear(dims[s], dims[s + 1], bias=False) for s in range(3))
+        self.tpc_norms = nn.ModuleList(nn.LayerNorm(d) for d in dims)
+        self.prompt_gates = nn.Parameter(torch.zeros(4), requires_grad=gate == "sigmoid")
+
+    def _gate(self, s: int) -> Tensor:
+        if self.gate_mode == "average":
+            return torch.full((), 0.5, device=self.prompt_gates.device, dtype=self.prompt_gates.dtype)
+        return torch.sigmoid(self.prompt_gates[s])
+
+    def prompt_block(self, blk: nn.Module, x: Tensor, P: Tensor, update: bool = True) -> tuple[Tensor, Tensor]:
+        x, p_attn = self.swin.block_forward(blk, x, prefix=P)
+        if update:
+            P = P + blk.drop_path2(blk.mlp(blk.norm2(p_attn)))
+        return x, P
+
+    def task_block(self, blk: nn.Module, x: Tensor, P: Tensor, s: int, update: bool,
+                   ) -> tuple[Tensor, Tensor, dict[str, Tensor]]:
+        swin = self.swin
+        B, H, W, C = x.shape
+        tokens, mask, part = swin.partition(blk, blk.norm1(x))
+        pre = blk.norm1(P).repeat_interleave(part.num_windows, dim=0)
+        z, zp, logits = window_attention(blk.attn, tokens, mask, prefix=pre, return_logits=True)
+        Bw, N, _ = z.shape
+        heads = blk.attn.num_heads
+        wh, ww = part.window
+        proj = blk.attn.proj
+        zh = z.view(Bw, N, heads, C // heads)
+        z_grid = z.view(Bw, wh, ww, C)
+        base = F.linear(z_grid, proj.weight, proj.bias)
+        xa = x + blk.drop_path1(swin.unpartition(proj(z).view(Bw, N, C), part))
+        n_sh = blk.norm2(xa)
+        h_base = F.linear(n_sh, blk.mlp.fc1.weight, blk.mlp.fc1.bias)
+        g_sh = blk.mlp.act(blk.mlp.fc1(n_sh))
+        o_base = F.linear(g_sh, blk.mlp.fc2.weight, blk.mlp.fc2.bias)
+        gate = self._gate(s)
+        L = self.prompt_len
+        feats = {}
+        for k, t in enumerate(self.tasks):
+            a_t = logits[:, :, k * L:(k + 1) * L].mean(2)  # (Bw, heads, N)
+            s_t = (F.gelu(a_t).transpose(1, 2).unsqueeze(-1) * zh).reshape(Bw, N, C)
+            f_t = self.tpc_norms[s](z + s_t)
+            y_t = proj.forward_task(z_grid, f_t.view(Bw, wh, ww, C), t, base=base)
+            xa_t = x + blk.drop_path1(swin.unpartition(y_t.reshape(Bw, N, C), part))
+            h_t = blk.mlp.fc1.forward_task(n_sh, blk.norm2(xa_t), t, base=h_base)
+            o_t = blk.mlp.fc2.forward_task(g_sh, blk.mlp.act(h_t), t, base=o_base)
+            x_t = xa_t + blk.drop_path2(o_t)
+            feats[t] = gate * swin.unpartition(s_t, part) + (1 - gate) * x_t
+        x = xa + blk.drop_path2(blk.mlp.fc2(g_sh))
+        if update:
+            p_attn = average_over_windows(proj(zp), B)
+            P = P + blk.drop_path2(blk.mlp(blk.norm2(p_attn)))
+        return x, P, feats
+
+    def forward(self, image: Tensor) -> dict[str, list[Tensor]]:
+        swin = self.swin
+        x = swin.patch_embed(image)
+        P = self.task_prompts.expand(x.shape[0], -1, -1)
+        feats: dict[str, list[Tensor]] = {t: [] for t in self.tasks}
+        for s in range(4):
+            blocks = swin.stage_blocks(s)
+            for blk in blocks[:-1]:
+                x, P = self.prompt_block(blk, x, P)
+            x, P, f = self.task_block(blocks[-1], x, P, s, update=s < 3)
+            for t in self.tasks:
+                feats[t].append(swin.merge(s, f[t]).permute(0, 3, 1, 2))
+            x = swin.merge(s, x)
+            if s < 3:
+                P = self.task_prompts_up[s](P)
+        return tie_dead_shared_path(feats, x)
+
+
+class TADFormer(MultiTaskModule):
+    """TADFormer on Swin with per-task HRNet decoders (see the module docstring).
+
+    Args:
+        backbone: an untuned :class:`vitlab.core.Swin` (``size: tiny, img_size: 448`` and its weights).
+        tasks, num_outputs, loss_weights, reference, head_widths: see :class:`~vitlab.mtl.MultiTaskModule`.
+        rank, scale, dropout, prompt_len, task_filter, gate, kernel_size: see :class:`TADFormerSwin`.
+        **kwargs: optimizer and schedule options of :class:`vitlab.core.VitlabModule` (MTLoRA's recipe).
+    """
+
+    def __init__(self, backbone: Swin, tasks: list[str], rank: int = 16, scale: float = 4.0, dropout: float = 0.05,
+                 prompt_len: int = 1, task_filter: str = "dynamic", gate: str = "sigmoid", kernel_size: int = 3,
+                 num_outputs: dict[str, int] | None = None, loss_weights: dict[str, float] | None = None,
+                 reference: str | dict[str, float] | None = None, head_widths: list[int] | None = None,
+                 **kwargs: Any) -> None:
+        if not isinstance(backbone, Swin):
+            raise TypeError(f"TADFormer needs a vitlab.core.Swin backbone, got {type(backbone).__name__}")
+        encoder = TADFormerSwin(backbone, tasks, rank, scale, dropout, prompt_len, task_filter, gate, kernel_size)
+        super().__init__(backbone=encoder, tasks=tasks, num_outputs=num_outputs, loss_weights=loss_weights,
+                         reference=reference, head_widths=head_widths, **kwargs)
+        self.save_hparams("backbone")
+
+    def encode(self, image: Tensor) -> dict[str, list[Tensor]]:
+        return self.backbone(image)
