@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from vitlab.core import ViT
+from vitlab.core.optim import make_adamw
 from vitlab.pretrain.base import MIMModule, run_blocks
 from vitlab.pretrain.losses import masked_l1
 from vitlab.pretrain.masking import BlockRandomMask, MaskGenerator, MaskOutput
@@ -26,8 +27,9 @@ __all__ = ["SimMIM", "PixelShuffleDecoder", "simmim_adamw"]
 
 
 def simmim_adamw(params) -> torch.optim.Optimizer:
-    """SimMIM's optimizer: AdamW (0.9, 0.999), eps 1e-8 (lr and weight decay come from the groups)."""
-    return torch.optim.AdamW(params, betas=(0.9, 0.999), eps=1e-8)
+    """SimMIM's optimizer: AdamW (0.9, 0.999), eps 1e-8, fused where available (lr and weight decay come
+    from the groups)."""
+    return make_adamw(params, betas=(0.9, 0.999), eps=1e-8)
 
 
 class PixelShuffleDecoder(nn.Sequential):

@@ -19,13 +19,14 @@ from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn
 
-from vitlab.core.optim import param_groups, warmup_cosine_scheduler
+from vitlab.core.optim import make_adamw, param_groups, warmup_cosine_scheduler
 from vitlab.core.tuner import Tuner, count_parameters
 
 
 def adamw(params) -> torch.optim.Optimizer:
-    """Default optimizer: AdamW with the MAE/CroCo betas; lr and weight decay come from the groups."""
-    return torch.optim.AdamW(params, betas=(0.9, 0.95))
+    """Default optimizer: AdamW with the MAE/CroCo betas, fused where the device has the kernel (CUDA,
+    CPU); lr and weight decay come from the groups."""
+    return make_adamw(params, betas=(0.9, 0.95))
 
 
 class VitlabModule(LightningModule):
@@ -100,6 +101,19 @@ class VitlabModule(LightningModule):
         return None
 
     # -- Lightning ---------------------------------------------------------------------------------
+    #: show per-step training values in the progress bar. Off: Lightning converts every progress-bar
+    #: value with ``.item()`` after each step, a host sync that stalls a GPU pipeline; training values
+    #: still reach the logger every ``log_every_n_steps`` and validation values the progress bar.
+    step_prog_bar: bool = False
+
+    def log(self, name: str, value: Any, prog_bar: bool = False, *args: Any, **kwargs: Any) -> None:
+        """``LightningModule.log`` that keeps per-step training values out of the progress bar (see
+        :attr:`step_prog_bar`)."""
+        if (prog_bar and not self.step_prog_bar and kwargs.get("on_step") is not False
+                and self._trainer is not None and self.trainer.training):
+            prog_bar = False
+        super().log(name, value, prog_bar, *args, **kwargs)
+
     def configure_model(self) -> None:
         if self.compile_model and not getattr(self, "_compiled", False):
             for name in ("backbone", "net", "encoder"):

@@ -183,18 +183,25 @@ class DepthEstimation(DenseTask):
         self.test_metrics = DepthMetrics(min_depth, max_depth)
 
     def forward(self, image: Tensor) -> Tensor:
-        return self.max_depth * torch.sigmoid(super().forward(image))
+        # depth leaves the head in fp32 even under bf16 autocast (the sigmoid saturates early in bf16)
+        return self.max_depth * torch.sigmoid(super().forward(image).float())
 
     def loss(self, out: Tensor, batch: dict[str, Tensor]) -> Tensor:
-        target = batch["depth"]
+        """Mean over valid pixels as masked sums (fixed shapes, no host sync); 0 with the graph kept (DDP)
+        on a batch without valid ground truth."""
+        out = out.float()
+        target = batch["depth"].float()
         valid = torch.isfinite(target) & (target > self.min_depth)
-        if not valid.any():
-            return out.sum() * 0.0  # keeps the graph (DDP) on a batch without ground truth
-        pred, gt = out[valid], target[valid]
+        w = valid.to(out.dtype)
+        n = w.sum()
+        denom = n.clamp(min=1.0)
+        gt = torch.where(valid, target, torch.ones_like(target))
         if self.loss_name == "l1":
-            return (pred - gt).abs().mean()
-        g = torch.log(pred.clamp(min=self.min_depth)) - torch.log(gt)
-        return 10.0 * torch.sqrt((g.pow(2).mean() - self.silog_lambda * g.mean().pow(2)).clamp(min=1e-8))
+            return ((out - gt).abs() * w).sum() / denom
+        g = (torch.log(out.clamp(min=self.min_depth)) - torch.log(gt)) * w
+        mean_g, mean_g2 = g.sum() / denom, g.pow(2).sum() / denom
+        silog = 10.0 * torch.sqrt((mean_g2 - self.silog_lambda * mean_g.pow(2)).clamp(min=1e-8))
+        return torch.where(n > 0, silog, out.sum() * 0.0)
 
     def update_metrics(self, metrics: Metric | MetricCollection, out: Tensor, batch: dict[str, Tensor]) -> None:
         metrics.update(out, batch["depth"])
