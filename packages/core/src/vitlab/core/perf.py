@@ -13,10 +13,49 @@ from __future__ import annotations
 import traceback
 from dataclasses import dataclass, field
 
+from typing import Any
+
 import torch
+from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-__all__ = ["configure_cuda_fast_paths", "HostSyncCounter", "SyncEvent", "dynamo_counts"]
+__all__ = ["configure_cuda_fast_paths", "compile_regions", "HostSyncCounter", "SyncEvent", "dynamo_counts"]
+
+
+def _region_types() -> tuple[type, ...]:
+    from timm.models.vision_transformer import Block
+
+    from vitlab.core.backbones.decoder import CrossBlock
+    from vitlab.core.heads.dpt import DPTHead
+
+    return (Block, CrossBlock, DPTHead)
+
+
+def compile_regions(module: nn.Module, **options: Any) -> list[str]:
+    """``torch.compile`` in place the regions that carry the FLOPs: every transformer block and dense head.
+
+    Regional compilation (the pattern PyTorch recommends for repeated blocks): each timm ``Block`` (the
+    ViT's, :class:`~vitlab.core.backbones.vit.RoPEBlock`, the MAE decoder's), each CroCo
+    :class:`~vitlab.core.backbones.CrossBlock`, each :class:`~vitlab.core.DPTHead`, and any module whose
+    class sets ``compile_region = True``, is compiled with ``nn.Module.compile`` (in place: state-dict keys
+    keep their names). Whatever calls the block — ``forward``, ``forward_intermediates``, a method's own
+    encoder loop, an EMA teacher — then runs the compiled code; blocks of one class share one graph
+    (parameters are graph inputs), so a 12-block encoder compiles once. Descendants of a compiled region
+    are not compiled again. Returns the names of the compiled modules.
+
+    Args:
+        module: the LightningModule (or any module) to walk.
+        **options: ``torch.compile`` options (``mode``, ``backend``, ``dynamic``, ``fullgraph`` ...).
+    """
+    types = _region_types()
+    done: list[str] = []
+    for name, sub in module.named_modules():
+        if any(d == "" or name.startswith(d + ".") for d in done):
+            continue  # inside a region compiled already
+        if isinstance(sub, types) or getattr(type(sub), "compile_region", False):
+            sub.compile(**options)
+            done.append(name)
+    return done
 
 
 def configure_cuda_fast_paths(matmul_precision: str = "high") -> bool:

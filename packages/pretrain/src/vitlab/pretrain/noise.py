@@ -170,7 +170,7 @@ class NoiseMIM(MIMModule):
                 mass = (A * is_noised[:, None, None, :].to(A.dtype)).sum(-1)  # on noised keys
                 q = is_mask[:, None, :].to(A.dtype)
                 dis = dis + (mass * q).sum() / (q.sum() * A.shape[1]).clamp_min(1.0)
-            tokens = run_block(blk, tokens, pos, am)
+            tokens = run_block(blk, tokens, pos, am, checkpointing=enc.grad_checkpointing)
         if pen_layers:
             dis = dis / len(pen_layers)
         return {"tokens": enc.norm(tokens), "clean": clean, "noised": noised, "dis": dis,

@@ -86,7 +86,8 @@ class SimMIM(MIMModule):
                 attn_mask = bias if attn_mask is None else attn_mask + bias
             if self.mto.needs_losses:
                 capture = tuple(capture) + tuple(self.mto.layer_indices(len(enc.blocks)))
-        tokens, saved = run_blocks(enc.blocks, tokens, pos, attn_mask, capture)
+        tokens, saved = run_blocks(enc.blocks, tokens, pos, attn_mask, capture,
+                                   checkpointing=enc.grad_checkpointing)
         return enc.norm(tokens), saved, attn_mask
 
     def to_map(self, tokens: Tensor, grid: tuple[int, int]) -> Tensor:

@@ -20,6 +20,7 @@ from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn
 
 from vitlab.core.optim import make_adamw, param_groups, warmup_cosine_scheduler
+from vitlab.core.perf import compile_regions
 from vitlab.core.tuner import Tuner, count_parameters
 
 
@@ -45,8 +46,11 @@ class VitlabModule(LightningModule):
         warmup_epochs: linear warmup length in epochs (fractions allowed).
         warmup_steps: warmup length in optimizer steps; added to ``warmup_epochs``.
         min_lr: learning rate at the end of the cosine.
-        compile: ``torch.compile`` the network in place (GPU runs; off by default because each new input
-            shape costs a recompilation).
+        compile: ``torch.compile`` the network's transformer blocks and dense heads in place (regional
+            compilation, :func:`vitlab.core.perf.compile_regions`; GPU runs; off by default because each new
+            input shape costs a recompilation).
+        compile_options: ``torch.compile`` keyword arguments, e.g. ``{mode: max-autotune-no-cudagraphs}``
+            (default: none, i.e. inductor's default mode).
     """
 
     def __init__(
@@ -59,6 +63,7 @@ class VitlabModule(LightningModule):
         warmup_steps: int = 0,
         min_lr: float = 0.0,
         compile: bool = False,
+        compile_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.optimizer_factory = optimizer
@@ -69,6 +74,7 @@ class VitlabModule(LightningModule):
         self.warmup_steps = warmup_steps
         self.min_lr = min_lr
         self.compile_model = compile
+        self.compile_options = dict(compile_options or {})
 
     def save_hparams(self, *module_args: str) -> None:
         """``save_hyperparameters`` that keeps checkpoints loadable both ways.
@@ -115,11 +121,11 @@ class VitlabModule(LightningModule):
         super().log(name, value, prog_bar, *args, **kwargs)
 
     def configure_model(self) -> None:
+        """With ``compile``: compile every transformer block and dense head in place
+        (:func:`vitlab.core.perf.compile_regions`), so each code path that runs them — ``forward``,
+        ``forward_intermediates``, a method's encoder loop — runs compiled."""
         if self.compile_model and not getattr(self, "_compiled", False):
-            for name in ("backbone", "net", "encoder"):
-                mod = getattr(self, name, None)
-                if isinstance(mod, nn.Module):
-                    mod.compile()  # in place: keeps state-dict keys free of `_orig_mod.`
+            self.compiled_regions = compile_regions(self, **(self.compile_options or {}))
             self._compiled = True
 
     def _steps(self) -> tuple[int, int]:
