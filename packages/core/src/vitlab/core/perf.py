@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import traceback
 from dataclasses import dataclass, field
-
 from typing import Any
 
 import torch

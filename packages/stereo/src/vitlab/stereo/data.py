@@ -25,6 +25,7 @@ from vitlab.core.data.io import (
     read_kitti_disparity,
     read_png_scaled,
 )
+from vitlab.core.data.loader import make_loader
 from vitlab.core.data.sampling import EpochShuffleSampler
 
 from .augment import StereoAugmentor
@@ -426,14 +427,15 @@ class StereoDataModule(pl.LightningDataModule):
         if not self.train_datasets:
             raise ValueError("StereoDataModule: no train_datasets configured")
         ds = _Augmented(_mix(self.train_datasets, self.train_repeats, "train_datasets"), self._augmentor())
-        return DataLoader(ds, batch_size=self.batch_size, sampler=EpochShuffleSampler(len(ds), seed=self.seed),
-                          drop_last=True, collate_fn=collate_common, num_workers=self.num_workers, persistent_workers=self.num_workers > 0)
+        return make_loader(ds, batch_size=self.batch_size, train=True,
+                           sampler=EpochShuffleSampler(len(ds), seed=self.seed), collate_fn=collate_common,
+                           num_workers=self.num_workers, seed=self.seed)
 
     def _eval_loader(self, datasets: list[Dataset], what: str) -> DataLoader:
         if not datasets:
             raise ValueError(f"StereoDataModule: no {what} configured")
-        return DataLoader(_mix(datasets, None, what), batch_size=self.eval_batch_size, shuffle=False, collate_fn=collate_common,
-                          num_workers=self.num_workers)
+        return make_loader(_mix(datasets, None, what), batch_size=self.eval_batch_size, train=False,
+                           collate_fn=collate_common, num_workers=self.num_workers, seed=self.seed)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.val_datasets, "val_datasets")
