@@ -186,3 +186,20 @@ def test_legacy_loss_branch_would_be_caught():
         if not valid.any():
             pass
     assert c.count >= 2
+
+
+def test_ema_step_count_lives_on_the_host_and_survives_a_checkpoint():
+    from vitlab.core import EMATeacher
+
+    student = torch.nn.Linear(3, 3)
+    ema = EMATeacher(student, schedule="mean_teacher", decay=0.99)
+    with HostSyncCounter() as c:
+        assert ema.maybe_update(student, global_step=1) == 0.0
+        assert ema.maybe_update(student, global_step=1) is None  # same optimizer step: no second update
+        assert ema.maybe_update(student, global_step=2) == pytest.approx(0.5)
+    assert c.count == 0, c.report()
+    fresh = EMATeacher(student, schedule="mean_teacher", decay=0.99)
+    fresh.load_state_dict(ema.state_dict())
+    assert fresh.steps_applied == 2 and int(fresh.num_updates) == 2
+    assert fresh.maybe_update(student, global_step=2) is None
+    assert fresh.current_decay() == pytest.approx(1 - 1 / 3)

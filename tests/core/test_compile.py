@@ -150,3 +150,52 @@ def test_compiled_fit_runs_compiled_blocks_without_graph_breaks(build):
     assert c["graph_breaks"] == 0, dict(counters["graph_break"])
     assert counters["stats"]["calls_captured"] > 0
     assert all(torch.isfinite(p).all() for p in module.parameters())
+
+
+def test_regression_outputs_stay_fp32_under_bf16_autocast():
+    """Disparity and depth leave their heads in fp32 under bf16 autocast (bf16 would round a disparity of
+    100 px to 0.5 px steps); the segmentation head keeps bf16."""
+    net = _stereo_net()
+    depth = DepthEstimation(_vit(), head="dpt", head_kwargs={"feature_dim": 16})
+    seg = SemanticSegmentation(_vit(), num_classes=3, head="dpt", head_kwargs={"feature_dim": 16})
+    x = torch.randn(1, 3, 32, 64)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        disp = net(x, x)
+        d = depth(x[..., :32])
+        s = seg(x[..., :32])
+        loss = depth.loss(d, {"depth": torch.full((1, 1, 32, 32), 2.0)})
+    assert disp.dtype == d.dtype == loss.dtype == torch.float32
+    assert s.dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("method", ["mae", "simmim", "noise"])
+def test_mim_encoders_honour_gradient_checkpointing(method):
+    """With ``grad_checkpointing`` the encoder blocks keep (far) fewer activations for backward, and the
+    gradients are the same."""
+    from vitlab.pretrain import MAE, NoiseMIM, SimMIM
+    from vitlab.pretrain.masking import BlockRandomMask
+
+    def build(ckpt: bool):
+        torch.manual_seed(0)
+        enc = _vit(depth=4, mask_token=method != "mae", grad_checkpointing=ckpt)
+        if method == "mae":
+            return MAE(enc, decoder_embed_dim=32, decoder_depth=1, decoder_num_heads=2)
+        if method == "simmim":
+            return SimMIM(enc, masking=BlockRandomMask(16, 0.6))
+        return NoiseMIM(enc)
+
+    def run(ckpt: bool):
+        m = build(ckpt)
+        saved = []
+        torch.manual_seed(1)
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+            losses, _, _ = m({"image": torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(2))})
+        losses["loss"].backward()
+        return sum(saved), [p.grad.clone() for p in m.encoder.parameters() if p.grad is not None]
+
+    plain_saved, plain_grads = run(False)
+    ckpt_saved, ckpt_grads = run(True)
+    assert ckpt_saved < 0.7 * plain_saved
+    assert len(plain_grads) == len(ckpt_grads)
+    for a, b in zip(plain_grads, ckpt_grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)

@@ -24,9 +24,12 @@ from torch.optim.lr_scheduler import LambdaLR
 
 def _fused_supported(params) -> bool:
     """True when every parameter is a floating tensor on one device type with a fused Adam kernel."""
-    from torch.optim.optimizer import _get_fused_kernels_supported_devices
+    try:
+        from torch.optim.optimizer import _get_fused_kernels_supported_devices
 
-    supported = set(_get_fused_kernels_supported_devices())
+        supported = set(_get_fused_kernels_supported_devices())
+    except ImportError:  # older torch: CUDA only
+        supported = {"cuda"}
     tensors = [p for group in params for p in (group["params"] if isinstance(group, dict) else [group])]
     if not tensors:
         return False

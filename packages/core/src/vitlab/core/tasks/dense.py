@@ -181,6 +181,8 @@ class DepthEstimation(DenseTask):
         self.silog_lambda = silog_lambda
         self.val_metrics = DepthMetrics(min_depth, max_depth)
         self.test_metrics = DepthMetrics(min_depth, max_depth)
+        if hasattr(self.head, "fp32_output"):
+            self.head.fp32_output = True  # the regression output block runs in fp32 under bf16 autocast
 
     def forward(self, image: Tensor) -> Tensor:
         # depth leaves the head in fp32 even under bf16 autocast (the sigmoid saturates early in bf16)
