@@ -6,7 +6,7 @@ depth), the EMA teacher, metrics, callbacks, data (SyntheticScenes, image folder
 """
 
 from vitlab.core.backbones import CrossBlock, RoPE2D, ViT, load_checkpoint
-from vitlab.core.callbacks import PredictionImageLogger
+from vitlab.core.callbacks import ModelCheckpoint, NonFiniteGuard, PlainProgressBar, PredictionImageLogger
 from vitlab.core.ema import EMATeacher
 from vitlab.core.heads import DPTHead, LinearHead, ProgressiveUpsamplingHead
 from vitlab.core.metrics import DepthMetrics
@@ -33,6 +33,9 @@ __all__ = [
     "EMATeacher",
     "ImageClassification",
     "LinearHead",
+    "ModelCheckpoint",
+    "NonFiniteGuard",
+    "PlainProgressBar",
     "PredictionImageLogger",
     "ProgressiveUpsamplingHead",
     "RoPE2D",

@@ -8,6 +8,8 @@ from typing import Any
 
 import numpy as np
 from lightning.pytorch import Callback, LightningModule, Trainer
+from lightning.pytorch.callbacks import ModelCheckpoint as _LightningModelCheckpoint
+from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
 
@@ -58,3 +60,177 @@ class PredictionImageLogger(Callback):
             os.makedirs(out, exist_ok=True)
             for k, pic in enumerate(pics):
                 Image.fromarray(pic).save(out / f"step{step:07d}_{k}.png")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN/Inf loss; the message names the step, the loss terms and the batch."""
+
+
+class NonFiniteGuard(Callback):
+    """Stops training with :class:`NonFiniteLossError` as soon as a loss term is NaN or infinite.
+
+    Checking ``torch.isfinite(loss)`` after every step would force a device-to-host sync each step. Instead
+    the guard folds every tensor of the step's output (``loss`` and any other returned terms) into one flag
+    on the device, remembers the first bad step and batch index there too, and reads the flag only on
+    steps that sync anyway: every ``check_every_n_steps`` (default: the trainer's ``log_every_n_steps``),
+    before a step-based checkpoint is written, before validation and at the end of every epoch. So a
+    diverged run never writes a "best" checkpoint of NaN weights and never exits 0. The CLI adds it
+    unless ``fail_on_nonfinite: false``.
+
+    Modules with manual optimisation that return nothing from ``training_step`` are covered through the
+    ``train/*`` values they log, read on the check steps.
+    """
+
+    def __init__(self, check_every_n_steps: int | None = None) -> None:
+        self.check_every_n_steps = check_every_n_steps
+        self._bad = None  # bool tensor on the device: any non-finite term seen since the last check
+        self._first = None  # (global step, epoch, batch index) of the first bad step, on the device
+
+    def _period(self, trainer: Trainer) -> int:
+        return max(1, int(self.check_every_n_steps or trainer.log_every_n_steps or 50))
+
+    @staticmethod
+    def _terms(outputs: Any) -> dict[str, Any]:
+        import torch
+
+        if isinstance(outputs, torch.Tensor):
+            return {"loss": outputs}
+        if isinstance(outputs, dict):
+            return {k: v for k, v in outputs.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+        return {}
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        import torch
+
+        terms = self._terms(outputs)
+        if terms:
+            bad = torch.stack([~torch.isfinite(t.detach()).all() for t in terms.values()]).any()
+            where = torch.tensor([trainer.global_step, trainer.current_epoch, batch_idx], device=bad.device)
+            if self._bad is None or self._bad.device != bad.device:
+                self._bad = torch.zeros((), dtype=torch.bool, device=bad.device)
+                self._first = torch.full((3,), -1, dtype=torch.long, device=bad.device)
+            self._first = torch.where(bad & ~self._bad, where, self._first)
+            self._bad = self._bad | bad
+        step = trainer.global_step
+        if step % self._period(trainer) == 0 or self._checkpoint_due(trainer, step):
+            self.check(trainer, pl_module, where="training step")
+
+    @staticmethod
+    def _checkpoint_due(trainer: Trainer, step: int) -> bool:
+        for cb in trainer.checkpoint_callbacks:
+            every = getattr(cb, "_every_n_train_steps", 0) or 0
+            if every and step % every == 0:
+                return True
+        return False
+
+    def on_validation_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self.check(trainer, pl_module, where="validation")
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self.check(trainer, pl_module, where="epoch end")
+
+    def check(self, trainer: Trainer, pl_module: LightningModule, where: str) -> None:
+        """Read the flag (one host sync) and raise if any term was non-finite since the start."""
+        import math
+
+        bad_logged = {}
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("train") and hasattr(value, "numel") and value.numel() == 1:
+                v = float(value)
+                if not math.isfinite(v):
+                    bad_logged[key] = v
+        flagged = self._bad is not None and bool(self._bad)
+        if not flagged and not bad_logged:
+            return
+        if flagged:
+            step, epoch, batch_idx = (int(v) for v in self._first.tolist())
+            head = f"non-finite loss at global step {step} (epoch {epoch}, batch {batch_idx})"
+        else:
+            head = f"non-finite logged loss by global step {trainer.global_step} (epoch {trainer.current_epoch})"
+        logged = {k: float(v) for k, v in trainer.callback_metrics.items()
+                  if k.startswith("train") and hasattr(v, "numel") and v.numel() == 1}
+        terms = ", ".join(f"{k}={v:.4g}" for k, v in sorted(logged.items())) or "no terms logged yet"
+        raise NonFiniteLossError(
+            f"{head}, detected at {where} of {type(pl_module).__name__}. Last logged terms: {terms}. "
+            "Lower the learning rate, check the inputs of that batch, or set `fail_on_nonfinite: false` "
+            "to keep training anyway."
+        )
+
+
+class PlainProgressBar(ProgressBar):
+    """Progress as plain lines, for output that is not a terminal (CI, ``nohup``, log files).
+
+    One line every ``every_n_steps`` training steps (default: ``log_every_n_steps``) and one per
+    validation / epoch end, each with the logged metrics. Metrics are read only on those steps, so
+    the bar adds no per-step device sync.
+    """
+
+    def __init__(self, every_n_steps: int | None = None) -> None:
+        super().__init__()
+        self.every_n_steps = every_n_steps
+        self._enabled = True
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def _line(self, trainer: Trainer, pl_module: LightningModule, what: str) -> None:
+        if not self._enabled or not trainer.is_global_zero:
+            return
+        metrics = self.get_metrics(trainer, pl_module)
+        metrics.pop("v_num", None)
+        shown = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(metrics.items()))
+        total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else "?"
+        print(f"[epoch {trainer.current_epoch} step {trainer.global_step}/{total}] {what}  {shown}", flush=True)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        every = max(1, int(self.every_n_steps or trainer.log_every_n_steps or 50))
+        if trainer.global_step % every == 0:
+            self._line(trainer, pl_module, "train")
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if not trainer.sanity_checking:
+            self._line(trainer, pl_module, "validation")
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._line(trainer, pl_module, "epoch end")
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        self._line(trainer, pl_module, "done")
+
+
+class ModelCheckpoint(_LightningModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` whose ``last.ckpt`` is always the latest state.
+
+    With ``monitor`` and ``save_last``, Lightning refreshes ``last.ckpt`` only when a top-k checkpoint is
+    written, i.e. when the metric improved, so ``--ckpt_path last`` could roll a run back to its best
+    epoch. Here ``last.ckpt`` is rewritten at every point where a checkpoint could be written (end of
+    validation / epoch, every ``every_n_train_steps``), improved or not. All arguments are Lightning's.
+    """
+
+    def _refresh_last(self, trainer: Trainer) -> None:
+        if self.save_last and not self._should_skip_saving_checkpoint(trainer) \
+                and self._last_global_step_saved != trainer.global_step:
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
+        every = self._every_n_train_steps
+        if every and trainer.global_step % every == 0:
+            self._refresh_last(trainer)
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        if self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)
+
+    def on_validation_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):
+            self._refresh_last(trainer)

@@ -7,22 +7,44 @@
 * Weights & Biases runs offline when no credentials are configured (``WANDB_MODE`` always wins), so a
   config with a ``WandbLogger`` trains on a laptop or a cluster node without network; ``wandb sync``
   uploads later.
-* The resolved config is written next to the logs (overwriting, so re-runs in one ``save_dir`` never
-  collide) and, with a ``WandbLogger``, stored in the run's config.
+* Every invocation writes into a run folder of its own under ``trainer.default_root_dir``
+  (:mod:`vitlab.core.runs`): logger files, ``checkpoints/``, ``config.yaml``, callback outputs. ``fit
+  --ckpt_path last`` resumes the newest run; ``--ckpt_path <run folder>`` a chosen one.
+* ``--ckpt_path`` is checked before anything is built: a missing or corrupt file, or a checkpoint of a
+  different class than the config's model, is a one-line error. The module is rebuilt from the
+  checkpoint's hyper-parameters, and ``--model.*`` overrides given on the command line are applied on top.
+* Training fails loudly: :class:`~vitlab.core.callbacks.NonFiniteGuard` stops a run whose loss turns NaN
+  (``fail_on_nonfinite: false`` turns it off), checkpoints are written atomically
+  (:class:`~vitlab.core.checkpoint_io.AtomicCheckpointIO`), and when stdout is not a terminal progress is
+  printed as plain lines (:class:`~vitlab.core.callbacks.PlainProgressBar`).
+* The resolved config is written into the run folder and, with a ``WandbLogger``, stored in the run's config.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import netrc
 import os
+import sys
 import warnings
 from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
 
 import yaml
-from lightning.pytorch import LightningDataModule, LightningModule, Trainer
+from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
+from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningCLI, SaveConfigCallback
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.plugins.io import CheckpointIO
+
+from vitlab.core import runs
+from vitlab.core.callbacks import NonFiniteGuard, PlainProgressBar
+from vitlab.core.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
+from vitlab.core.restore import restoring_from_checkpoint
+from vitlab.core.writers import DensePredictionWriter
 
 log = logging.getLogger("vitlab")
 
@@ -70,6 +92,55 @@ class VitlabSaveConfigCallback(SaveConfigCallback):
                 logger.experiment.config.update({"cli": config}, allow_val_change=True)
 
 
+class CheckpointMismatchError(ValueError):
+    """``--ckpt_path`` names a checkpoint of another class than the config's model."""
+
+
+def _import_class(path: str | None) -> type | None:
+    if not path or "." not in path:
+        return None
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        return None
+
+
+def _class_of(value: Any) -> type | None:
+    path = value.get("class_path") if hasattr(value, "get") else None
+    return _import_class(path) if isinstance(path, str) else None
+
+
+def _silence_known_noise() -> None:
+    """Hide third-party tips and warnings that say nothing about the user's run."""
+    for pattern in (
+        r".*isinstance.treespec, LeafSpec.*",
+        r".*The number of training batches .* is smaller than the logging interval.*",
+        r".*could not find the monitored key.*",
+        r".*does not have many workers which may be a bottleneck.*",
+        r".*The anonymous setting has no effect.*",
+        r".*You're resuming from a checkpoint that ended before the epoch ended.*",
+    ):
+        warnings.filterwarnings("ignore", message=pattern)
+    os.environ.setdefault("WANDB_SILENT", "true")
+
+    class _DropTips(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            return "Tip:" not in record.getMessage() and "litlogger" not in record.getMessage()
+
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).addFilter(_DropTips())
+
+
+def finish_wandb_runs(trainer: Trainer, exit_code: int = 0) -> None:
+    """Close the W&B runs of ``trainer``'s loggers, so the next run in this process starts its own."""
+    for logger in trainer.loggers:
+        run = getattr(logger, "_experiment", None) if isinstance(logger, WandbLogger) else None
+        if run is not None and hasattr(run, "finish"):
+            run.finish(exit_code=exit_code)
+            logger._experiment = None
+
+
 class VitlabCLI(LightningCLI):
     """LightningCLI with vitlab's defaults (see the module docstring)."""
 
@@ -78,6 +149,9 @@ class VitlabCLI(LightningCLI):
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
         kwargs.setdefault("save_config_callback", VitlabSaveConfigCallback)
         kwargs.setdefault("parser_kwargs", {"description": "vitlab: ViTs for dense vision (LightningCLI)"})
+        self._raw_args = [str(a) for a in (sys.argv[1:] if args is None else args)] \
+            if args is None or isinstance(args, (list, tuple)) else []
+        self.run_dir: Path | None = None
         super().__init__(
             LightningModule,
             LightningDataModule,
@@ -88,6 +162,162 @@ class VitlabCLI(LightningCLI):
             **kwargs,
         )
 
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument(
+            "--fail_on_nonfinite", type=bool, default=True,
+            help="stop training with an error naming the step when a loss turns NaN/Inf (checked without "
+                 "a per-step host sync)",
+        )
+
+    # -- --ckpt_path -------------------------------------------------------------------------------------
+    def _subconfig(self):
+        sub = self.config.get("subcommand")
+        return (self.config[sub] if sub else self.config), sub
+
+    def _parse_ckpt_path(self) -> None:
+        """Resolve ``last`` / run folders, refuse a foreign or corrupt checkpoint, rebuild the model from it."""
+        cfg, sub = self._subconfig()
+        if sub is None or cfg.get("ckpt_path") is None:
+            return
+        root = Path(cfg.trainer.get("default_root_dir") or "runs")
+        ckpt = runs.resolve_ckpt_path(cfg.ckpt_path, root)
+        if ckpt is None:
+            return
+        cfg.ckpt_path = str(ckpt)
+        hparams = dict(load_checkpoint_file(ckpt).get("hyper_parameters") or {})
+        hparams.pop("_instantiator", None)
+        ckpt_cls = _import_class(hparams.get("_class_path"))
+        cfg_cls = _class_of(cfg.get("model"))
+        if ckpt_cls is not None and cfg_cls is not None and ckpt_cls is not cfg_cls:
+            raise CheckpointMismatchError(
+                f"checkpoint {ckpt} was saved by {ckpt_cls.__module__}.{ckpt_cls.__qualname__}, but the config "
+                f"builds {cfg_cls.__module__}.{cfg_cls.__qualname__}: use the config the checkpoint was trained "
+                "with, or load its backbone through `backbone.init_args.pretrained` instead"
+            )
+        if not hparams or "_class_path" not in hparams:
+            return
+        model = {"class_path": hparams.pop("_class_path"), "dict_kwargs": hparams}
+        try:
+            self.config = self.parser.parse_object({sub: {"model": model}}, self.config)
+        except SystemExit:
+            sys.stderr.write(f"vitlab: the hyper-parameters stored in {ckpt} do not parse\n")
+            raise
+        self._reapply_model_overrides(sub)
+
+    def _reapply_model_overrides(self, sub: str) -> None:
+        """``--model.*`` values from the command line win over the checkpoint's hyper-parameters."""
+        overrides, args, i = [], self._raw_args, 0
+        while i < len(args):
+            a = args[i]
+            if a.startswith("--model.") or a.startswith("--model="):
+                if "=" in a:
+                    overrides.append(a)
+                elif i + 1 < len(args):
+                    overrides += [a, args[i + 1]]
+                    i += 1
+            i += 1
+        if not overrides:
+            return
+        sub_parser = self._subcommand_parsers[sub]
+        self.config[sub] = sub_parser.parse_args(overrides, defaults=False, namespace=self.config[sub].clone())
+
+    # -- run folder --------------------------------------------------------------------------------------
+    def before_instantiate_classes(self) -> None:
+        cfg, sub = self._subconfig()
+        trainer = cfg.trainer
+        root = Path(trainer.get("default_root_dir") or "runs")
+        ckpt = cfg.get("ckpt_path")
+        ckpt = Path(ckpt) if ckpt and Path(ckpt).is_file() else None
+        run_dir = runs.choose_run_dir(sub or "fit", root, ckpt)
+        os.environ[runs.RUN_DIR_ENV] = str(run_dir)  # processes spawned by DDP land in the same folder
+        self.run_dir = run_dir
+        trainer.default_root_dir = str(run_dir)
+        loggers = trainer.get("logger")
+        for logger in loggers if isinstance(loggers, list) else [loggers]:
+            self._place_logger(logger, run_dir, resuming=sub == "fit" and ckpt is not None)
+        for cb in trainer.get("callbacks") or []:
+            cls = _class_of(cb)
+            if cls is not None and issubclass(cls, ModelCheckpoint) and cb.init_args.get("dirpath") is None:
+                cb.init_args.dirpath = str(run_dir / "checkpoints")
+        if self.subcommand is not None or sub:
+            log.info("vitlab: run folder %s", run_dir)
+
+    @staticmethod
+    def _place_logger(logger: Any, run_dir: Path, resuming: bool) -> None:
+        cls = _class_of(logger)
+        if cls is None:
+            return
+        args = logger.init_args
+        if issubclass(cls, (WandbLogger, TensorBoardLogger, CSVLogger)) and args.get("save_dir") in (None, "."):
+            args.save_dir = str(run_dir)
+        if issubclass(cls, (TensorBoardLogger, CSVLogger)):
+            if args.get("name") in (None, "lightning_logs"):
+                args.name = ""
+            if args.get("version") is None:
+                args.version = ""
+        if issubclass(cls, WandbLogger) and resuming and args.get("id") is None:
+            previous = runs.wandb_run_id(Path(args.save_dir))
+            if previous:
+                args.id = previous
+                args.resume = "allow"  # a resumed fit continues its W&B run
+
+    def _default_writer(self) -> BasePredictionWriter:
+        """The core writer for modules whose predictions it can store; an error naming the module otherwise."""
+        model_cfg = self._subconfig()[0].get("model")
+        cls = _class_of(model_cfg)
+        from vitlab.core.tasks import DepthEstimation, ImageClassification, SemanticSegmentation
+
+        if cls is not None and issubclass(cls, (SemanticSegmentation, DepthEstimation, ImageClassification)):
+            return DensePredictionWriter()
+        name = cls.__name__ if cls is not None else "the model"
+        raise ValueError(
+            f"vitlab predict: no prediction writer for {name}; add one under trainer.callbacks (e.g. "
+            "vitlab.core.writers.DensePredictionWriter, vitlab.stereo.StereoPredictionWriter), otherwise "
+            "predictions would be computed and thrown away"
+        )
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        failed = True
+        try:
+            super()._run_subcommand(subcommand)
+            failed = False
+        finally:
+            finish_wandb_runs(self.trainer, exit_code=1 if failed else 0)
+
+    def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
+        config = dict(config)
+        plugins = config.get("plugins")
+        plugins = list(plugins) if isinstance(plugins, (list, tuple)) else ([plugins] if plugins else [])
+        if not any(isinstance(p, CheckpointIO) for p in plugins):
+            plugins.append(AtomicCheckpointIO())
+        config["plugins"] = plugins
+        cfg, _ = self._subconfig()
+        callbacks = list(callbacks)
+        configured = list(config.get("callbacks") or [])
+        if cfg.get("fail_on_nonfinite", True) and not any(isinstance(c, NonFiniteGuard) for c in configured):
+            callbacks.append(NonFiniteGuard())
+        if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in configured):
+            callbacks.append(self._default_writer())
+        wants_bar = config.get("enable_progress_bar", True) is not False
+        if wants_bar and not sys.stdout.isatty() and not any(isinstance(c, ProgressBar) for c in configured):
+            callbacks.append(PlainProgressBar())
+        return super()._instantiate_trainer(config, callbacks)
+
+    def instantiate_classes(self) -> None:
+        cfg, _ = self._subconfig()
+        if cfg.get("ckpt_path"):
+            with restoring_from_checkpoint():  # the checkpoint holds the weights: skip `pretrained` files
+                super().instantiate_classes()
+        else:
+            super().instantiate_classes()
+        # The whole resolved config is logged under `cli` (W&B) and in `config.yaml`: the datamodule's own
+        # hyper-parameters are not merged into the module's, so keys both own (batch_size ...) cannot clash.
+        if getattr(self, "datamodule", None) is not None:
+            self.datamodule._log_hyperparams = False
+        if self.run_dir is not None and self.trainer.is_global_zero and self.subcommand is not None:
+            hint = f"  (resume: --ckpt_path {self.run_dir})" if self.subcommand == "fit" else ""
+            print(f"vitlab: run folder {self.run_dir}{hint}", flush=True)
+
 
 def build_cli(args: ArgsType = None, run: bool = True) -> VitlabCLI:
     """Parse ``args`` (default: ``sys.argv``), instantiate everything and, with ``run``, run the subcommand.
@@ -96,6 +326,7 @@ def build_cli(args: ArgsType = None, run: bool = True) -> VitlabCLI:
     """
     load_plugins()
     configure_wandb_mode()
+    _silence_known_noise()
     return VitlabCLI(args=args, run=run)
 
 

@@ -25,8 +25,19 @@ FORMAT = "vitlab.peft.trainable/1"
 
 
 def trainable_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
-    """``{name: tensor}`` of every parameter with ``requires_grad`` (detached CPU copies)."""
-    return {n: p.detach().cpu().clone() for n, p in module.named_parameters() if p.requires_grad}
+    """``{name: tensor}`` of every trainable parameter and of the buffers of the layers that own one.
+
+    Buffers matter as much as weights for trained layers with state: a probe's BatchNorm running
+    statistics, a head's norm statistics, LoRA's merged flag. Detached CPU copies.
+    """
+    state = {n: p.detach().cpu().clone() for n, p in module.named_parameters() if p.requires_grad}
+    for prefix, sub in module.named_modules():
+        if not any(p.requires_grad for p in sub.parameters(recurse=False)):
+            continue
+        for name, buf in sub.named_buffers(recurse=False):
+            if buf is not None and name not in sub._non_persistent_buffers_set:
+                state[f"{prefix}.{name}" if prefix else name] = buf.detach().cpu().clone()
+    return state
 
 
 def save_trainable(module: nn.Module, path: str | os.PathLike, tuner: Tuner | None = None,
@@ -37,7 +48,7 @@ def save_trainable(module: nn.Module, path: str | os.PathLike, tuner: Tuner | No
     state = trainable_state_dict(module)
     if not state:
         raise ValueError("save_trainable: the module has no trainable parameters")
-    payload = {"format": FORMAT, "state_dict": state, "num_parameters": sum(t.numel() for t in state.values()),
+    payload = {"format": FORMAT, "state_dict": state, "num_parameters": sum(p.numel() for p in module.parameters() if p.requires_grad),
                "tuner": tuner.config() if tuner is not None and hasattr(tuner, "config") else None,
                "extra": extra or {}}
     path = Path(path)
@@ -62,6 +73,7 @@ def load_trainable(module: nn.Module, path: str | os.PathLike, strict: bool = Tr
     """
     state = read_trainable(path)["state_dict"]
     params = dict(module.named_parameters())
+    params.update(dict(module.named_buffers()))
     unknown = sorted(set(state) - set(params))
     if unknown:
         raise KeyError(f"{path}: {len(unknown)} tensors have no parameter in the model (different tuner or "
@@ -71,11 +83,14 @@ def load_trainable(module: nn.Module, path: str | os.PathLike, strict: bool = Tr
     if wrong:
         raise ValueError(f"{path}: shape mismatch: {wrong[:5]}")
     if strict:
-        missing = sorted(n for n, p in params.items() if p.requires_grad and n not in state)
+        missing = sorted(n for n, p in module.named_parameters() if p.requires_grad and n not in state)
         if missing:
             raise KeyError(f"{path}: trainable parameters missing from the file: {missing[:5]}")
     for n, t in state.items():
         params[n].copy_(t.to(params[n].dtype))
+    for m in module.modules():  # keep LoRA's Python mirror of the restored merged flag in step
+        if isinstance(m, LoRALinear):
+            m.merged = bool(m.lora_merged)
     return sorted(state)
 
 

@@ -37,8 +37,17 @@ class LoRALinear(nn.Linear):
         self.lora_A = nn.Parameter(torch.empty(rank, in_features, device=device, dtype=dtype))
         self.lora_B = nn.Parameter(torch.zeros(out_features, rank, device=device, dtype=dtype))
         self.lora_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        # Whether BA is folded into `weight`, saved with the state dict so a reloaded merged model is not
+        # merged twice; forward reads the Python mirror `merged` (no device sync).
+        self.register_buffer("lora_merged", torch.zeros((), dtype=torch.bool, device=device))
         self.merged = False
         nn.init.kaiming_uniform_(self.lora_A, a=math.sqrt(5))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        flag = state_dict.get(prefix + "lora_merged")
+        if flag is not None and flag.device.type != "meta":
+            self.merged = bool(flag)
 
     @classmethod
     def from_linear(cls, base: nn.Linear, rank: int, scale: float, dropout: float = 0.0) -> LoRALinear:
@@ -65,6 +74,7 @@ class LoRALinear(nn.Linear):
         if not self.merged:
             self.weight.add_(self.delta_weight().to(self.weight.dtype))
             self.merged = True
+            self.lora_merged.fill_(True)
 
     @torch.no_grad()
     def unmerge(self) -> None:
@@ -72,6 +82,7 @@ class LoRALinear(nn.Linear):
         if self.merged:
             self.weight.sub_(self.delta_weight().to(self.weight.dtype))
             self.merged = False
+            self.lora_merged.fill_(False)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, rank={self.rank}, scale={self.scale:g}, merged={self.merged}"

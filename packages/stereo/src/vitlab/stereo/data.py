@@ -26,7 +26,7 @@ from vitlab.core.data.io import (
     read_png_scaled,
 )
 from vitlab.core.data.loader import make_loader
-from vitlab.core.data.sampling import EpochShuffleSampler
+from vitlab.core.data.sampling import EpochShuffleSampler, ResumableDataMixin
 
 from .augment import StereoAugmentor
 
@@ -379,7 +379,7 @@ def collate_common(samples: list[dict]) -> dict:
     return default_collate([{k: s[k] for k in keys} for s in samples])
 
 
-class StereoDataModule(pl.LightningDataModule):
+class StereoDataModule(ResumableDataMixin, pl.LightningDataModule):
     """Any mix of stereo datasets; ``30 x ETH3D + 50 x Middlebury`` style repeat factors (CroCo-Stereo recipe).
 
     Args:
@@ -427,9 +427,9 @@ class StereoDataModule(pl.LightningDataModule):
         if not self.train_datasets:
             raise ValueError("StereoDataModule: no train_datasets configured")
         ds = _Augmented(_mix(self.train_datasets, self.train_repeats, "train_datasets"), self._augmentor())
-        return make_loader(ds, batch_size=self.batch_size, train=True,
-                           sampler=EpochShuffleSampler(len(ds), seed=self.seed), collate_fn=collate_common,
-                           num_workers=self.num_workers, seed=self.seed)
+        return self.resumable(make_loader(ds, batch_size=self.batch_size, train=True,
+                                          sampler=EpochShuffleSampler(len(ds), seed=self.seed),
+                                          collate_fn=collate_common, num_workers=self.num_workers, seed=self.seed))
 
     def _eval_loader(self, datasets: list[Dataset], what: str) -> DataLoader:
         if not datasets:

@@ -37,6 +37,7 @@ from vitlab.core.backbones import (
     read_checkpoint,
 )
 from vitlab.core.backbones.checkpoint import unwrap_state_dict
+from vitlab.core.restore import skip_pretrained
 
 __all__ = [
     "PRESETS",
@@ -212,7 +213,7 @@ class BinocularViT(nn.Module):
             feature_dim=feature_dim, last_dim=last_dim, patch_size=patch_size, fp32_output=True,
         )
         self._init_decoder()
-        if pretrained:
+        if pretrained and not skip_pretrained(pretrained):
             self.load_croco(pretrained)
 
     @staticmethod
@@ -297,7 +298,8 @@ class BinocularViT(nn.Module):
             feats = [None] * self.enc_depth + dec  # encoder outputs unused: skip slicing them
         else:
             feats = [e[:B] for e in enc] + dec
-        return self.dense_head(feats, left.shape[-2:])
+        # disparity + confidence in fp32 even under bf16 autocast (regression targets, Laplacian loss)
+        return self.dense_head(feats, left.shape[-2:]).float()
 
     def reconstruct(self, dec_last: torch.Tensor) -> torch.Tensor:
         """Pixel prediction per patch ``(B, L, p*p*3)`` from the (dec-normed) last decoder output."""

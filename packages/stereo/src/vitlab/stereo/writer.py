@@ -25,13 +25,13 @@ class StereoPredictionWriter(BasePredictionWriter):
     disparities (the head has no output activation) are clamped to 0 before the PNGs are written.
 
     Args:
-        output_dir: destination folder (created).
+        output_dir: destination folder (created); default ``<run folder>/predictions``.
         formats: any of ``pfm``, ``kitti``, ``color``.
     """
 
-    def __init__(self, output_dir: str = "predictions", formats: list[str] | None = None) -> None:
+    def __init__(self, output_dir: str | None = None, formats: list[str] | None = None) -> None:
         super().__init__(write_interval="batch")
-        self.output_dir = Path(output_dir)
+        self.output_dir = Path(output_dir) if output_dir else None
         self.formats = list(formats or FORMATS)
         bad = [f for f in self.formats if f not in FORMATS]
         if bad:
@@ -42,6 +42,8 @@ class StereoPredictionWriter(BasePredictionWriter):
         disp = prediction["disparity"].detach().float().cpu()
         names = prediction.get("name")
         index = prediction.get("index")
+        if self.output_dir is None:
+            self.output_dir = Path(trainer.default_root_dir) / "predictions"
         self.output_dir.mkdir(parents=True, exist_ok=True)
         for i in range(disp.shape[0]):
             if names is not None:

@@ -27,6 +27,8 @@ from timm.layers import PatchEmbed, trunc_normal_
 from timm.models.vision_transformer import Block
 from torch.utils.checkpoint import checkpoint
 
+from vitlab.core.restore import skip_pretrained
+
 from .pos_embed import get_2d_sincos_pos_embed, resize_pos_embed
 from .rope import RoPE2D, RoPEAttention
 
@@ -237,7 +239,7 @@ class ViT(nn.Module):
         self._grid_pos_cache: dict[tuple, torch.Tensor] = {}
         self.init_weights()
 
-        if pretrained:
+        if pretrained and not skip_pretrained(pretrained):
             self.load_pretrained(
                 pretrained, checkpoint_format=checkpoint_format, checkpoint_key=checkpoint_key
             )

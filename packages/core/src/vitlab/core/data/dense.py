@@ -30,7 +30,7 @@ from torchvision.transforms.v2 import functional as TF
 from vitlab.core.data.constants import IGNORE_INDEX, IMAGENET_MEAN, imagenet_normalize
 from vitlab.core.data.io import DatasetFormatError, open_image, read_depth_png, read_image, read_label_png
 from vitlab.core.data.loader import make_loader
-from vitlab.core.data.sampling import EpochShuffleSampler
+from vitlab.core.data.sampling import EpochShuffleSampler, ResumableDataMixin
 
 __all__ = [
     "ADE20KDataModule",
@@ -421,7 +421,7 @@ def _files(folder: Path, suffixes: Sequence[str], recursive: bool = False) -> li
 # --------------------------------------------------------------------------------------------------------------
 
 
-class DenseDataModule(pl.LightningDataModule):
+class DenseDataModule(ResumableDataMixin, pl.LightningDataModule):
     """Shared machinery: train/val/test datasets of (image, target) files, loaders, device normalisation.
 
     Subclasses implement :meth:`pairs` (split -> file pairs) and :meth:`decoder`. The train loader
@@ -503,7 +503,7 @@ class DenseDataModule(pl.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, train=True)
+        return self.resumable(self._loader(self.train_set, train=True))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, train=False)

@@ -59,7 +59,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vitlab.core.data.constants import imagenet_normalize
 from vitlab.core.data.loader import make_loader
-from vitlab.core.data.sampling import EpochShuffleSampler
+from vitlab.core.data.sampling import EpochShuffleSampler, ResumableDataMixin
 
 __all__ = [
     "BASELINE",
@@ -747,7 +747,7 @@ class SyntheticScenes(Dataset):
 # ----------------------------------------------------------------------------------------------------
 # DataModule
 # ----------------------------------------------------------------------------------------------------
-class SyntheticScenesDataModule(pl.LightningDataModule):
+class SyntheticScenesDataModule(ResumableDataMixin, pl.LightningDataModule):
     """Train/val/test/predict splits of :class:`SyntheticScenes` with disjoint scene streams.
 
     Splits use dataset seeds ``16 * seed + k`` with k = 0 (train), 1 (val), 2 (test), 3 (predict) and
@@ -856,9 +856,9 @@ class SyntheticScenesDataModule(pl.LightningDataModule):
     def train_dataloader(self):
         source = self._loader(self.train_set, train=True)
         if self.target_domain is None:
-            return source
+            return self.resumable(source)
         target = self._loader(self.target_set, train=True)
-        return CombinedLoader({"source": source, "target": target}, mode="max_size_cycle")
+        return self.resumable(CombinedLoader({"source": source, "target": target}, mode="max_size_cycle"))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader(self.val_set, train=False)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import inspect
 import math
+import os
+import random
 from collections.abc import Callable
 from typing import Any
 
@@ -21,7 +23,51 @@ from torch import nn
 
 from vitlab.core.optim import make_adamw, param_groups, warmup_cosine_scheduler
 from vitlab.core.perf import compile_regions
+from vitlab.core.restore import restoring_from_checkpoint
 from vitlab.core.tuner import Tuner, count_parameters
+
+
+def _import_path(obj: Any) -> str | None:
+    """``module.qualname`` of a module-level function or class, or None (lambdas, partials, closures)."""
+    module, qualname = getattr(obj, "__module__", None), getattr(obj, "__qualname__", None)
+    if not module or not qualname or "<" in qualname:
+        return None
+    return f"{module}.{qualname}"
+
+
+def _import_object(path: str) -> Any:
+    import importlib
+
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as err:
+        raise ValueError(f"optimizer {path!r}: cannot import it ({err})") from err
+
+
+def collect_rng_states() -> dict[str, Any]:
+    """Global RNG states of torch (+CUDA), numpy and Python as tensors and plain types (``weights_only``-safe)."""
+    import numpy as np
+
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    states = {"torch": torch.get_rng_state(), "python": random.getstate(),
+              "numpy": (name, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss), float(gauss))}
+    if torch.cuda.is_available():
+        states["torch.cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def set_rng_states(states: dict[str, Any]) -> None:
+    """Inverse of :func:`collect_rng_states`."""
+    import numpy as np
+
+    torch.set_rng_state(states["torch"])
+    python = states["python"]
+    random.setstate((python[0], tuple(python[1]), python[2]))
+    name, keys, pos, has_gauss, gauss = states["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    if "torch.cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["torch.cuda"])
 
 
 def adamw(params) -> torch.optim.Optimizer:
@@ -66,7 +112,7 @@ class VitlabModule(LightningModule):
         compile_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
-        self.optimizer_factory = optimizer
+        self.optimizer_factory = _import_object(optimizer) if isinstance(optimizer, str) else optimizer
         self.lr = lr
         self.weight_decay = weight_decay
         self.layer_decay = layer_decay
@@ -86,6 +132,23 @@ class VitlabModule(LightningModule):
         """
         from_cli = _given_hyperparameters.get() is not None
         self.save_hyperparameters(ignore=[] if from_cli else list(module_args), frame=inspect.currentframe().f_back)
+        # Functions (a default optimizer factory ...) are stored by import path, so checkpoints load with
+        # `weights_only=True`; anything not importable by name is left out.
+        for store in (self._hparams, getattr(self, "_hparams_initial", {})):
+            for key, value in list(store.items()):
+                if callable(value) and not isinstance(value, (type, nn.Module)):
+                    path = _import_path(value)
+                    if path is None:
+                        store.pop(key)
+                    else:
+                        store[key] = path
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        """Lightning's ``load_from_checkpoint``; backbones skip their ``pretrained`` file meanwhile (the
+        checkpoint holds the weights, see :mod:`vitlab.core.restore`)."""
+        with restoring_from_checkpoint():
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     # -- hooks subclasses may override -------------------------------------------------------------
     def layer_decay_spec(self) -> tuple[Callable[[str], int], int] | None:
@@ -105,6 +168,46 @@ class VitlabModule(LightningModule):
     def lr_scale(self) -> dict[str, float] | None:
         """Per-prefix lr multipliers (e.g. a 10x head); none by default."""
         return None
+
+    # -- randomness: per-rank streams, exact resume ------------------------------------------------------
+    def on_train_start(self) -> None:
+        """Give every rank its own random stream, or put back the one a checkpoint saved.
+
+        The model is built from the same seed on every rank (DDP also broadcasts it); after that, masks,
+        drop-path and dropout must differ per rank, so the global RNGs are re-seeded with
+        ``seed + global_rank`` (official MAE does the same). A resumed run instead restores the RNG states
+        saved in the checkpoint (rank 0's; other ranks fold their rank and the step in), so a run
+        resumed from a mid-epoch checkpoint draws what the uninterrupted run would have drawn.
+        """
+        rank = int(self.trainer.global_rank) if self._trainer is not None else 0
+        saved = getattr(self, "_saved_rng_states", None)
+        if saved is not None:
+            set_rng_states(saved)
+            self._saved_rng_states = None
+            if rank:
+                self._seed_all(int(torch.initial_seed()) + 1_000_003 * rank + int(self.global_step))
+            return
+        seed = os.environ.get("PL_GLOBAL_SEED")
+        if seed is not None:
+            self._seed_all(int(seed) + rank)
+
+    @staticmethod
+    def _seed_all(seed: int) -> None:
+        seed %= 2**32
+        random.seed(seed)
+        torch.manual_seed(seed)
+        try:
+            import numpy as np
+
+            np.random.seed(seed)
+        except ImportError:  # pragma: no cover
+            pass
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["vitlab_rng_states"] = collect_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._saved_rng_states = checkpoint.get("vitlab_rng_states")
 
     # -- Lightning ---------------------------------------------------------------------------------
     #: show per-step training values in the progress bar. Off: Lightning converts every progress-bar
@@ -195,6 +298,8 @@ class BackboneTask(VitlabModule):
 
     def train(self, mode: bool = True):
         super().train(mode)
-        if self.frozen_backbone:
-            self.backbone.eval()  # a frozen backbone keeps dropout/drop-path off, as in linear probing
+        if self.frozen_backbone or not any(p.requires_grad for p in self.backbone.parameters()):
+            # a backbone none of whose weights train (freeze_backbone, LinearProbe tuner) keeps dropout /
+            # drop-path off, as in linear probing
+            self.backbone.eval()
         return self

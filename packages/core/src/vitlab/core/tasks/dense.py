@@ -185,7 +185,7 @@ class DepthEstimation(DenseTask):
             self.head.fp32_output = True  # the regression output block runs in fp32 under bf16 autocast
 
     def forward(self, image: Tensor) -> Tensor:
-        # depth leaves the head in fp32 even under bf16 autocast (the sigmoid saturates early in bf16)
+        # fp32 even under bf16 autocast: depth is a regression target (SILog takes logs of it)
         return self.max_depth * torch.sigmoid(super().forward(image).float())
 
     def loss(self, out: Tensor, batch: dict[str, Tensor]) -> Tensor:

@@ -1,0 +1,146 @@
+"""Every shipped config trains as shipped.
+
+For each YAML under ``configs/<pkg>/`` this runs ``vitlab fit --config <it>`` in-process with the config's
+own logger (W&B, offline), callbacks and checkpointing, overriding only step counts, device/process
+counts, output folders and dataset sizes:
+
+* common to all: 2 optimizer steps, 1 validation batch (no sanity pass), accumulation 1, one CPU process, the run root in a
+  temporary folder, no loader workers;
+* SyntheticScenes data: two training batches of at most 4 samples, one validation batch;
+* everything else listed for that file in ``tests/shipped/<pkg>.yaml``::
+
+      quickstart.yaml: []                                   # extra CLI args
+      recipe.yaml:                                          # or a mapping:
+        args: ["--data.init_args.batch_size", "2"]          #   extra CLI args
+        roots: {data/nyu: tests/data/nyu}                   #   data roots replaced in the config's text
+        replace: {"size: F": "size: H"}                     #   other text (fixture resolutions) replaced
+        base: quickstart.yaml                               #   an overlay applied on top of this config
+
+A config without an entry fails :func:`test_every_config_has_an_entry`, so no config ships untested.
+Real-data recipes point at the tiny real-format fixtures under ``tests/data/``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from vitlab.core.cli import _import_class, build_cli, load_plugins
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = REPO / "configs"
+REGISTRY = REPO / "tests" / "shipped"
+
+
+def _registry() -> dict[str, dict]:
+    entries = {}
+    for reg in sorted(REGISTRY.glob("*.yaml")):
+        for name, spec in (yaml.safe_load(reg.read_text()) or {}).items():
+            spec = {"args": spec} if isinstance(spec, list) or spec is None else dict(spec)
+            entries[f"{reg.stem}/{name}"] = spec
+    return entries
+
+
+def _configs() -> list[str]:
+    return sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml"))
+
+
+ENTRIES = _registry()
+
+
+def test_every_config_has_an_entry():
+    missing = [c for c in _configs() if c not in ENTRIES]
+    stale = [c for c in ENTRIES if not (CONFIGS / c).is_file()]
+    assert not missing, f"shipped configs without an entry in tests/shipped/<pkg>.yaml: {missing}"
+    assert not stale, f"entries in tests/shipped/ for configs that do not exist: {stale}"
+
+
+def _data_spec(paths: list[Path]) -> tuple[type | None, dict]:
+    cls, init = None, {}
+    for p in paths:
+        data = (yaml.safe_load(p.read_text()) or {}).get("data") or {}
+        if data.get("class_path"):
+            cls = data["class_path"]
+        init.update(data.get("init_args") or {})
+    load_plugins()
+    return (_import_class(cls) if cls and "." in cls else _short(cls)), init
+
+
+def _short(name: str | None) -> type | None:
+    if not name:
+        return None
+    import vitlab.core.data as core_data
+
+    return getattr(core_data, name, None)
+
+
+def _materialise(config: Path, spec: dict, tmp: Path) -> Path:
+    roots, replace = spec.get("roots") or {}, spec.get("replace") or {}
+    if not roots and not replace:
+        return config
+    text = config.read_text()
+    for old, new in [*((o, str(REPO / n)) for o, n in roots.items()), *replace.items()]:
+        if old not in text:
+            raise AssertionError(f"{config}: {old!r} listed in tests/shipped but not in the config")
+        text = text.replace(old, new)
+    out = tmp / config.name
+    out.write_text(text)
+    return out
+
+
+def fit_args(name: str, tmp_path: Path) -> list[str]:
+    spec = ENTRIES[name]
+    config = CONFIGS / name
+    files = []
+    if spec.get("base"):
+        base = CONFIGS / Path(name).parts[0] / spec["base"]
+        (tmp_path / "base").mkdir(exist_ok=True)
+        files.append(_materialise(base, spec, tmp_path / "base"))
+    files.append(_materialise(config, spec, tmp_path))
+    cls, init = _data_spec(files)
+    args = ["fit"]
+    for f in files:
+        args += ["--config", str(f)]
+    args += [
+        "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps", "0", "--trainer.accumulate_grad_batches", "1",
+        "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.num_nodes", "1",
+        "--trainer.strategy", "auto", "--trainer.default_root_dir", str(tmp_path / "runs"),
+    ]
+    params = inspect.signature(cls).parameters if cls is not None else {}
+    if "num_workers" in params:
+        args += ["--data.init_args.num_workers", "0"]
+    if cls is not None and "Synthetic" in cls.__name__:
+        bs = min(4, int(init.get("batch_size", params["batch_size"].default if "batch_size" in params else 4)))
+        args += ["--data.init_args.batch_size", str(bs),
+                 "--data.init_args.train_samples", str(2 * bs), "--data.init_args.val_samples", str(bs)]
+    return args + [str(a) for a in spec.get("args") or []]
+
+
+@pytest.mark.parametrize("name", sorted(ENTRIES))
+def test_config_fits_as_shipped(name, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    for key in ("WANDB_DISABLE_GIT", "WANDB_DISABLE_CODE", "WANDB__DISABLE_STATS", "WANDB__DISABLE_META"):
+        monkeypatch.setenv(key, "true")  # W&B's machine/git probes: the logger itself stays as shipped
+    monkeypatch.setenv("WANDB_CONSOLE", "off")
+    monkeypatch.delenv("VITLAB_RUN_DIR", raising=False)
+    monkeypatch.chdir(tmp_path)  # nothing may land in the working directory either
+    cli = build_cli(fit_args(name, tmp_path))
+    trainer = cli.trainer
+    assert trainer.global_step == 2, f"{name}: stopped at step {trainer.global_step}"
+    run = Path(trainer.default_root_dir)
+    assert run.parent == tmp_path / "runs" and run.name == "version_0", run
+    assert (run / "config.yaml").is_file(), f"{name}: no config.yaml in the run folder {run}"
+    ckpts = list(run.glob("checkpoints/*.ckpt"))
+    assert ckpts, f"{name}: no checkpoint written under {run}/checkpoints"
+    logged = {k: v for k, v in trainer.callback_metrics.items() if isinstance(v, torch.Tensor)}
+    assert all(torch.isfinite(v).all() for v in logged.values()), f"{name}: non-finite metrics {logged}"
+    if any(type(lg).__name__ == "WandbLogger" for lg in trainer.loggers):
+        assert list(run.glob("wandb/offline-run-*")), f"{name}: no offline W&B run under {run}"
+    stray = [p.name for p in tmp_path.iterdir() if p.name not in {"runs", "base"} and p.suffix != ".yaml"]
+    assert not stray, f"{name}: wrote outside the run folder: {stray}"
+    os.environ.pop("VITLAB_RUN_DIR", None)
