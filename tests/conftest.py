@@ -19,6 +19,7 @@ def _offline_env(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("VITLAB_RUN_DIR", raising=False)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -145,18 +145,20 @@ def test_quickstart_logs_to_wandb_offline(monkeypatch, tmp_path):
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
-    monkeypatch.chdir(tmp_path)  # the config writes to runs/quickstart relative to the working dir
+    monkeypatch.chdir(tmp_path)  # the config's run root is runs/quickstart relative to the working dir
+    monkeypatch.delenv("VITLAB_RUN_DIR", raising=False)
     args = ["fit", "--config", str(CONFIGS / "quickstart.yaml"), *TINY[:2], *TINY[6:],
             "--trainer.max_steps", "3", "--trainer.limit_val_batches", "2",
             "--data.init_args.train_samples", "12", "--data.init_args.val_samples", "8"]
     main(args)
-    runs = list((tmp_path / "runs" / "quickstart" / "wandb").glob("offline-run-*"))
+    run = tmp_path / "runs" / "quickstart" / "version_0"  # the first run of this config
+    runs = list((run / "wandb").glob("offline-run-*"))
     assert len(runs) == 1, "expected one offline W&B run"
     files = {p.name for p in runs[0].rglob("*")}
     assert any(name.endswith(".wandb") for name in files)
     assert any(name.endswith(".png") for name in files), "prediction images were not logged"
-    assert (tmp_path / "runs" / "quickstart" / "checkpoints" / "last.ckpt").is_file()
-    assert (tmp_path / "runs" / "quickstart" / "config.yaml").is_file()
+    assert (run / "checkpoints" / "last.ckpt").is_file()
+    assert (run / "config.yaml").is_file()
 
 
 def test_resume_matches_uninterrupted_run(tmp_path):

@@ -441,3 +441,66 @@ def test_real_natural_images_and_colorize(shared):
     vis = vio.colorize(d)
     assert vis.shape == (434, 713, 3)
     assert (vis[~np.isfinite(d)] == 0).all() and (vis[np.isfinite(d)].sum(-1) > 0).all()
+
+
+# ----------------------------------------------------------------------------------------------------------
+# bit depth and value range against the format
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _png8(path: Path, a) -> Path:
+    Image.fromarray(np.asarray(a, np.uint8)).save(path)
+    return path
+
+
+def _png16(path: Path, a) -> Path:
+    vio.write_png16(path, np.asarray(a, np.uint16))
+    return path
+
+
+def test_depth_png_refuses_8bit_file(tmp_path):
+    """An 8-bit PNG read as NYU millimetres would give depths of at most 0.255 m: refused, naming both formats."""
+    path = _png8(tmp_path / "depth8.png", [[0, 120, 255], [30, 40, 50]])
+    with pytest.raises(DatasetFormatError, match=r"depth8\.png: stored as 8-bit greyscale PNG; expected a 16-bit"):
+        vio.read_depth_png(path)
+    from vitlab.core.data.dense import decode_nyu_depth
+
+    with pytest.raises(DatasetFormatError, match=r"depth8\.png.*8-bit.*16-bit greyscale depth PNG"):
+        decode_nyu_depth(path)
+
+
+def test_depth_png_refuses_8bit_values_in_16bit_file(tmp_path):
+    path = _png16(tmp_path / "widened.png", [[0, 120, 255], [30, 40, 50]])
+    with pytest.raises(DatasetFormatError, match=r"widened\.png: every stored value is below 256 \(max 255\)"):
+        vio.read_depth_png(path)
+    ok = _png16(tmp_path / "ok.png", [[0, 256, 1000]])  # one value past 8 bits: plausibly millimetres
+    np.testing.assert_array_equal(vio.read_depth_png(ok), np.float32([[INF, 0.256, 1.0]]))
+    empty = _png16(tmp_path / "nogt.png", [[0, 0]])  # no valid pixel: nothing to judge, all invalid
+    assert np.isinf(vio.read_depth_png(empty)).all()
+
+
+def test_middlebury_disparity_is_8bit(tmp_path):
+    path = _png8(tmp_path / "disp1.png", [[0, 60, 61], [2, 255, 0]])
+    np.testing.assert_array_equal(vio.read_middlebury_disparity(path, 2), [[INF, 30, 30.5], [1, 127.5, INF]])
+    # the 8-bit PGM of Middlebury 2001 and the grey-palette PNG of v2 are the same format
+    pgm = vio.read_middlebury_disparity(DATA / "middlebury" / "tsukuba" / "truedisp.row3.col3.pgm", 16)
+    np.testing.assert_array_equal(pgm, vio.read_png_scaled(DATA / "middlebury" / "tsukuba" / "truedisp.row3.col3.pgm", 16))
+    pal = vio.read_middlebury_disparity(DATA / "middlebury" / "v2" / "groundtruth.png", 16)
+    assert pal[0, 1] == 14
+    wide = _png16(tmp_path / "disp16.png", [[0, 60 * 256], [120 * 256, 65535]])
+    with pytest.raises(DatasetFormatError,
+                       match=r"disp16\.png: stored as 16-bit greyscale PNG; expected a Middlebury 8-bit greyscale"):
+        vio.read_middlebury_disparity(wide, 2)
+
+
+def test_png_scaled_value_checks_name_file_and_values(tmp_path):
+    mask = _png8(tmp_path / "mask0nocc.png", [[0, 128, 255], [7, 255, 9]])
+    with pytest.raises(DatasetFormatError, match=r"mask0nocc\.png: found values \[7, 9\]; expected my mask \(only \[0, 128, 255\]\)"):
+        vio.read_png_scaled(mask, 1.0, None, allowed_values=(0, 128, 255), format_name="my mask")
+    with pytest.raises(DatasetFormatError, match=r"mask0nocc\.png: found stored values 7\.\.255; expected r .*within 0\.\.200"):
+        vio.read_png_scaled(mask, 1.0, 0, value_range=(0, 200), format_name="r")
+    # invalid pixels (0) do not count against the range
+    np.testing.assert_array_equal(
+        vio.read_png_scaled(mask, 1.0, 0, value_range=(7, 255), bit_depth=8)[0], [INF, 128, 255])
+    with pytest.raises(DatasetFormatError, match=r"mask0nocc\.png: stored as 8-bit greyscale PNG; expected"):
+        vio.read_png_scaled(mask, 1.0, bit_depth=16)

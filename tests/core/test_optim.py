@@ -52,7 +52,7 @@ def test_layer_decay_requires_ids():
 
 def test_warmup_cosine_values():
     f = warmup_cosine(total_steps=10, warmup_steps=2, min_lr_ratio=0.1)
-    assert f(0) == pytest.approx(0.5) and f(1) == pytest.approx(1.0)
+    assert f(0) == 0.0 and f(1) == pytest.approx(0.5)
     assert f(2) == pytest.approx(1.0)
     # halfway through the cosine (step 6 of the 8 cosine steps starting at 2): mid value
     assert f(6) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))

@@ -84,3 +84,15 @@ def test_core_plus_one_sibling_installs_alone(wheels, pkg, tmp_path):
     """)
     res = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and res.stdout.strip().endswith("ok"), res.stderr[-3000:]
+
+
+def test_lightning_bound_excludes_releases_with_their_own_lightning_script(wheels):
+    """lightning up to 2.5.0.post0 installs a ``lightning`` console script; ours must never fight it."""
+    from packaging.requirements import Requirement
+
+    for pkg in ALL:
+        for req in map(Requirement, _metadata(wheels[pkg]).get_all("Requires-Dist") or []):
+            if req.name == "lightning":
+                assert not req.specifier.contains("2.5.0.post0") and req.specifier.contains("2.5.1"), (pkg, req)
+            if req.name == "timm":  # timm's ViT Block takes attn_mask from 1.0.16 on
+                assert not req.specifier.contains("1.0.15") and req.specifier.contains("1.0.16"), (pkg, req)

@@ -244,3 +244,54 @@ def test_missing_pretrained_file_does_not_block_loading_a_checkpoint(tmp_path):
     restored = type(cli.model).load_from_checkpoint(tmp_path / "moved.ckpt")
     for k, v in cli.model.state_dict().items():
         torch.testing.assert_close(restored.state_dict()[k], v, rtol=0, atol=0)
+
+
+def test_backbone_without_trainable_weights_stays_in_eval_mode():
+    from vitlab.core import ImageClassification, ViT
+
+    class FreezeAll:  # any tuner that trains nothing in the backbone (e.g. vitlab.peft.LinearProbe)
+        def apply(self, backbone):
+            return backbone.requires_grad_(False)
+
+    vit = ViT(embed_dim=32, depth=2, num_heads=2, img_size=32, drop_path_rate=0.1, pretrained=None)
+    vit.pretrained_source = "weights.pth"  # no "random backbone" warning here
+    model = ImageClassification(vit, num_classes=3, tuner=FreezeAll())
+    model.train()
+    assert not model.backbone.training and all(not m.training for m in model.backbone.modules())
+    assert model.head.training
+    x = torch.randn(2, 3, 32, 32)
+    torch.testing.assert_close(model.backbone(x), model.backbone(x), rtol=0, atol=0)  # drop-path off
+
+
+def test_depth_output_is_fp32_under_bf16_autocast():
+    from vitlab.core import DepthEstimation, ViT
+
+    model = DepthEstimation(ViT(embed_dim=32, depth=2, num_heads=2, img_size=32), head="linear")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(torch.randn(1, 3, 32, 32))
+        loss = model.loss(out, {"depth": torch.rand(1, 1, 32, 32) + 0.5})
+    assert out.dtype == torch.float32 and loss.dtype == torch.float32
+
+
+def test_peft_on_a_random_backbone_warns():
+    from vitlab.core import SemanticSegmentation, ViT
+
+    class FreezeAll:
+        def apply(self, backbone):
+            return backbone.requires_grad_(False)
+
+    with pytest.warns(UserWarning, match="randomly initialised ViT"):
+        SemanticSegmentation(ViT(embed_dim=32, depth=2, num_heads=2, img_size=32), num_classes=3,
+                             head="linear", tuner=FreezeAll())
+
+
+def test_plain_progress_lines_when_output_is_not_a_terminal(tmp_path, capfd):
+    cli = build_cli(args("fit", tmp_path / "runs", "quickstart.yaml", "--trainer.max_steps", "4"))
+    from vitlab.core import PlainProgressBar
+
+    assert any(isinstance(c, PlainProgressBar) for c in cli.trainer.callbacks)
+    out = capfd.readouterr().out
+    lines = [ln for ln in out.splitlines() if ln.startswith("[epoch")]
+    assert any("train/loss" in ln for ln in lines), out[-2000:]
+    assert any("val/mIoU" in ln for ln in lines), out[-2000:]
+    assert "vitlab: run folder" in out

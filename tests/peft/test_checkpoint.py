@@ -67,3 +67,46 @@ def test_mismatches_are_reported(tmp_path):
     LoRA.merge(model)
     with pytest.raises(RuntimeError, match="unmerge"):
         save_trainable(model, tmp_path / "m.pt")
+
+
+def test_trainable_file_keeps_running_statistics_of_trained_layers(tmp_path):
+    """A linear probe's BatchNorm statistics travel with the tuner file: eval logits survive a reload."""
+    from vitlab.core import ImageClassification
+    from vitlab.peft import LinearProbe
+
+    def build():
+        torch.manual_seed(0)
+        vit = ViT(embed_dim=32, depth=2, num_heads=2, patch_size=8, img_size=32)
+        return ImageClassification(vit, num_classes=3, probe_batchnorm=True, tuner=LinearProbe())
+
+    model = build()
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):  # the probe BN collects statistics
+            model(torch.randn(8, 3, 32, 32) * 3 + 1)
+    save_trainable(model, tmp_path / "probe.pt")
+    fresh = build()
+    load_trainable(fresh, tmp_path / "probe.pt")
+    x = torch.randn(4, 3, 32, 32)
+    model.eval()
+    fresh.eval()
+    torch.testing.assert_close(fresh(x), model(x), rtol=0, atol=0)
+
+
+def test_lora_merged_state_survives_a_state_dict_round_trip():
+    from vitlab.peft.lora import LoRALinear
+
+    torch.manual_seed(0)
+    layer = LoRALinear(8, 8, rank=2, scale=1.0)
+    torch.nn.init.normal_(layer.lora_B)
+    x = torch.randn(3, 8)
+    expected = layer(x)
+    layer.merge()
+    state = {k: v.clone() for k, v in layer.state_dict().items()}
+    again = LoRALinear(8, 8, rank=2, scale=1.0)
+    again.load_state_dict(state)
+    assert again.merged
+    again.merge()  # a no-op: the update is already in the weight
+    torch.testing.assert_close(again(x), expected, rtol=1e-5, atol=1e-6)
+    again.unmerge()
+    torch.testing.assert_close(again(x), expected, rtol=1e-5, atol=1e-6)

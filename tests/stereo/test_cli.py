@@ -142,3 +142,33 @@ def test_right_shift_augmentation_moves_the_match(tiny_net):
     # the left pixel x matched right[x - 2]; it now matches right'[x - 2 - s] = right[x - 2]
     x = 8
     assert out["right"][0, 0, 0, x - 2 - s] == right[0, 0, 0, x - 2]
+
+
+def test_predict_names_are_unique_per_input_root(tmp_path):
+    """Two Middlebury roots with the same scene names: each writes into its own folder, nothing is overwritten."""
+    import shutil
+
+    import yaml
+
+    roots = []
+    for label in ("HalfSize", "FullSize"):
+        root = tmp_path / "mb" / label
+        shutil.copytree(REPO / "tests" / "data" / "middlebury2006", root)
+        roots.append(root)
+    ds = [{"class_path": "vitlab.stereo.MiddleburyStereo",
+           "init_args": {"root": str(r), "version": "2006", "size": "half"}} for r in roots]
+    data_cfg = tmp_path / "data.yaml"
+    data_cfg.write_text(yaml.safe_dump({"data": {"class_path": "vitlab.stereo.StereoDataModule", "init_args": {
+        "predict_datasets": ds, "eval_batch_size": 1, "num_workers": 0}}}))
+    out = tmp_path / "pred"
+    main(["predict", "--config", str(CONFIGS / "quickstart.yaml"), "--config", str(data_cfg),
+          *TINY[:TINY.index("--data.init_args.size")],  # the tiny network, not the synthetic data
+          "--trainer.default_root_dir", str(tmp_path),
+          "--trainer.callbacks", "vitlab.stereo.StereoPredictionWriter",
+          "--trainer.callbacks.output_dir", str(out)])
+    written = sorted(str(p.relative_to(out)) for p in out.rglob("*.pfm"))
+    assert written == ["00_HalfSize/middlebury2006__Aloe.pfm", "00_HalfSize/middlebury2006__Baby1__Illum1__Exp0.pfm",
+                       "01_FullSize/middlebury2006__Aloe.pfm", "01_FullSize/middlebury2006__Baby1__Illum1__Exp0.pfm"]
+    for p in out.rglob("*.pfm"):
+        assert read_pfm(p).shape == (14, 26)
+        assert (p.parent / (p.stem + "_kitti.png")).is_file() and (p.parent / (p.stem + "_color.png")).is_file()

@@ -99,6 +99,43 @@ def test_missing_and_bad_layouts_name_the_path(tmp_path):
         MiddleburyStereo(str(tmp_path), version="2003")
 
 
+
+def test_middlebury2006_refuses_16bit_disparity(tmp_path):
+    """A 16-bit disp1.png read as 8-bit Middlebury disparities would be off by ~256x: the sample names the file."""
+    import shutil
+
+    import numpy as np
+
+    from vitlab.core.data.io import write_png16
+
+    root = tmp_path / "m06"
+    shutil.copytree(DATA / "middlebury2006", root)
+    write_png16(root / "Aloe" / "disp1.png", np.full((14, 26), 60 * 256, np.uint16))
+    ds = MiddleburyStereo(str(root), version="2006", size="half")
+    with pytest.raises(DatasetFormatError, match=r"Aloe/disp1\.png: stored as 16-bit greyscale PNG; expected a Middlebury "
+                                                 r"8-bit greyscale disparity image \(v = disparity x 2"):
+        ds[0]
+    assert torch.allclose(_finite(ds[1]["disparity"]), torch.tensor(30.0))  # the untouched scene still reads
+
+
+def test_occlusion_mask_values_are_checked(tmp_path):
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path / "ev3"
+    shutil.copytree(DATA / "middeval3", root)
+    mask = root / "trainingH" / "Vintage" / "mask0nocc.png"
+    m = np.asarray(Image.open(mask)).copy()
+    m[0, 0] = 1
+    Image.fromarray(m).save(mask)
+    ds = MiddleburyStereo(str(root), version="eval3", size="H")
+    with pytest.raises(DatasetFormatError, match=r"Vintage/mask0nocc\.png: found values \[1\]; expected an 8-bit "
+                                                 r"occlusion mask"):
+        ds[1]
+
+
 # ------------------------------------------------------------------------------------------ real samples
 def test_real_sceneflow(shared_data):
     ds = SceneFlowStereo(str(shared_data / "sceneflow"), split="train")
@@ -189,7 +226,7 @@ def test_augmentor_vflip_and_right_jitter_are_small():
                           asym_prob=0.0, seed=0)
     s = _sample(32, 64)
     s["disparity"] = torch.arange(32, dtype=torch.float32).view(1, 32, 1).expand(1, 32, 64).clone()
-    aug._sample_color = lambda sat: []  # noqa: E731
+    aug._sample_color = lambda: []  # noqa: E731
     o = aug(s)
     assert torch.equal(o["disparity"][0, :, 10], torch.arange(31, -1, -1, dtype=torch.float32))
     img = torch.rand(3, 32, 64)

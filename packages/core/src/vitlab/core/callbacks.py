@@ -171,6 +171,7 @@ class PlainProgressBar(ProgressBar):
         super().__init__()
         self.every_n_steps = every_n_steps
         self._enabled = True
+        self._last_step = -1
 
     def disable(self) -> None:
         self._enabled = False
@@ -186,6 +187,7 @@ class PlainProgressBar(ProgressBar):
         shown = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(metrics.items()))
         total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else "?"
         print(f"[epoch {trainer.current_epoch} step {trainer.global_step}/{total}] {what}  {shown}", flush=True)
+        self._last_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -198,10 +200,12 @@ class PlainProgressBar(ProgressBar):
             self._line(trainer, pl_module, "validation")
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._line(trainer, pl_module, "epoch end")
+        if self._last_step != trainer.global_step:  # validation just printed this step's metrics
+            self._line(trainer, pl_module, "epoch end")
 
     def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
-        self._line(trainer, pl_module, "done")
+        if self._last_step != trainer.global_step:
+            self._line(trainer, pl_module, "done")
 
 
 class ModelCheckpoint(_LightningModelCheckpoint):

@@ -43,6 +43,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from vitlab.core import runs
 from vitlab.core.callbacks import NonFiniteGuard, PlainProgressBar
 from vitlab.core.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
+from vitlab.core.plugins import check_config_plugins
 from vitlab.core.restore import restoring_from_checkpoint
 from vitlab.core.writers import DensePredictionWriter
 
@@ -180,7 +181,10 @@ class VitlabCLI(LightningCLI):
         if sub is None or cfg.get("ckpt_path") is None:
             return
         root = Path(cfg.trainer.get("default_root_dir") or "runs")
-        ckpt = runs.resolve_ckpt_path(cfg.ckpt_path, root)
+        dirs = tuple(Path(cb.init_args.dirpath) for cb in cfg.trainer.get("callbacks") or []
+                     if _class_of(cb) is not None and issubclass(_class_of(cb), ModelCheckpoint)
+                     and cb.init_args.get("dirpath"))
+        ckpt = runs.resolve_ckpt_path(cfg.ckpt_path, root, dirs)
         if ckpt is None:
             return
         cfg.ckpt_path = str(ckpt)
@@ -325,6 +329,7 @@ def build_cli(args: ArgsType = None, run: bool = True) -> VitlabCLI:
     With ``run=False`` the returned CLI holds the configured ``trainer``, ``model`` and ``datamodule``.
     """
     load_plugins()
+    check_config_plugins(args)  # a class of an uninstalled vitlab package: one line naming the distribution
     configure_wandb_mode()
     _silence_known_noise()
     return VitlabCLI(args=args, run=run)

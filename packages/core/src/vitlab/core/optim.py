@@ -127,13 +127,18 @@ def param_groups(
 
 def warmup_cosine(total_steps: int, warmup_steps: int = 0, min_lr_ratio: float = 0.0) -> Callable[[int], float]:
     """Multiplier for LambdaLR: linear warmup from 0 over ``warmup_steps``, then half-cycle cosine to
-    ``min_lr_ratio`` at ``total_steps``; constant ``min_lr_ratio`` afterwards."""
+    ``min_lr_ratio`` at ``total_steps``; constant ``min_lr_ratio`` afterwards.
+
+    Step ``s`` gets exactly the official ``adjust_learning_rate`` value at the fractional epoch
+    ``s / steps_per_epoch`` (MAE ``util/lr_sched.py``, CroCo the same): ``s / warmup_steps`` during warmup, so
+    the very first optimizer step runs with lr 0.
+    """
     total_steps = max(int(total_steps), 1)
     warmup_steps = min(max(int(warmup_steps), 0), total_steps)
 
     def fn(step: int) -> float:
         if step < warmup_steps:
-            return (step + 1) / warmup_steps  # the first step already trains (MAE sets lr before each step)
+            return step / warmup_steps  # official MAE/CroCo: lr = peak * step / warmup, so step 0 has lr 0
         span = max(total_steps - warmup_steps, 1)
         progress = min((step - warmup_steps) / span, 1.0)
         return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))

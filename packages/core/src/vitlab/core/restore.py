@@ -27,6 +27,11 @@ def restoring_from_checkpoint() -> Iterator[None]:
         _RESTORING.reset(token)
 
 
+def restoring() -> bool:
+    """True inside :func:`restoring_from_checkpoint`."""
+    return _RESTORING.get()
+
+
 def skip_pretrained(source: str) -> bool:
     """True (and says so) when ``source`` need not be loaded because a checkpoint will overwrite it."""
     if _RESTORING.get():

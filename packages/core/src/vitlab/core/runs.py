@@ -12,8 +12,8 @@
   checkpoint came from (or ``<root>/<subcommand>/version_N``), never over the training run's config.
 
 Processes started by a launcher for the same job (torchrun, SLURM) agree on the folder without talking:
-it is named after the job id (``job-<id>``); processes spawned by Lightning's DDP launcher inherit
-``VITLAB_RUN_DIR``.
+it is named after the job id (``job-<id>``); processes spawned by Lightning's DDP launcher (``LOCAL_RANK``
+> 0) inherit ``VITLAB_RUN_DIR`` from rank 0.
 """
 
 from __future__ import annotations
@@ -57,12 +57,20 @@ def run_of_checkpoint(ckpt: Path) -> Path | None:
     return ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
 
 
-def resolve_ckpt_path(ckpt_path: str | None, root: Path) -> Path | None:
-    """Turn ``last`` / a run folder / a file into a checkpoint file, or raise naming what was looked at."""
+def resolve_ckpt_path(ckpt_path: str | None, root: Path, checkpoint_dirs: tuple[Path, ...] = ()) -> Path | None:
+    """Turn ``last`` / a run folder / a file into a checkpoint file, or raise naming what was looked at.
+
+    ``checkpoint_dirs``: folders a config's ``ModelCheckpoint`` writes to explicitly (``dirpath``); ``last``
+    also finds a ``last.ckpt`` there.
+    """
     if ckpt_path is None:
         return None
     if ckpt_path == "last":
         run = find_last_run(root)
+        explicit = [d / "last.ckpt" for d in checkpoint_dirs if (d / "last.ckpt").is_file()]
+        if explicit and (run is None or max(p.stat().st_mtime for p in explicit)
+                         > (run / "checkpoints" / "last.ckpt").stat().st_mtime):
+            return max(explicit, key=lambda p: p.stat().st_mtime)
         if run is None:
             raise RunFolderError(
                 f"--ckpt_path last: no run under {root} has checkpoints/last.ckpt; start a run without "
@@ -85,8 +93,8 @@ def resolve_ckpt_path(ckpt_path: str | None, root: Path) -> Path | None:
 def choose_run_dir(subcommand: str, root: Path, ckpt: Path | None) -> Path:
     """The folder this invocation writes to (see the module docstring)."""
     inherited = os.environ.get(RUN_DIR_ENV)
-    if inherited:
-        return Path(inherited)
+    if inherited and int(os.environ.get("LOCAL_RANK", "0") or 0) > 0:
+        return Path(inherited)  # a process Lightning's DDP launcher started for rank 0's run
     job = _launcher_job_id()
     source_run = run_of_checkpoint(ckpt) if ckpt is not None else None
     if subcommand == "fit":

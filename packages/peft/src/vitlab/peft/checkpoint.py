@@ -25,14 +25,24 @@ FORMAT = "vitlab.peft.trainable/1"
 
 
 def trainable_state_dict(module: nn.Module) -> dict[str, torch.Tensor]:
-    """``{name: tensor}`` of every trainable parameter and of the buffers of the layers that own one.
+    """``{name: tensor}`` of every trainable parameter and of the buffers of the trained layers.
 
     Buffers matter as much as weights for trained layers with state: a probe's BatchNorm running
-    statistics, a head's norm statistics, LoRA's merged flag. Detached CPU copies.
+    statistics, a head's norm statistics, LoRA's merged flag. A buffer belongs to a trained layer when its
+    module (or, for a parameter-free module such as ``BatchNorm1d(affine=False)``, the nearest ancestor
+    with parameters) has a trainable parameter. Detached CPU copies.
     """
     state = {n: p.detach().cpu().clone() for n, p in module.named_parameters() if p.requires_grad}
+    trains: dict[str, bool | None] = {}
     for prefix, sub in module.named_modules():
-        if not any(p.requires_grad for p in sub.parameters(recurse=False)):
+        params = list(sub.parameters())
+        trains[prefix] = any(p.requires_grad for p in params) if params else None
+    for prefix, sub in module.named_modules():
+        owner, trained = prefix, trains[prefix]
+        while trained is None and owner:
+            owner = owner.rpartition(".")[0]
+            trained = trains.get(owner)
+        if not trained:
             continue
         for name, buf in sub.named_buffers(recurse=False):
             if buf is not None and name not in sub._non_persistent_buffers_set:

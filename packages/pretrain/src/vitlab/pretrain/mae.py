@@ -4,8 +4,10 @@ Follows the official recipe (`facebookresearch/mae` ``models_mae.py``, ``main_pr
 [code]: 16-px patches with fixed 2-D sin-cos positions, per-sample random masking at 0.75, the encoder sees the
 visible tokens only (core ``ViT`` with ``ids_keep``), a 512-d / 8-block / 16-head decoder with its own fixed
 sin-cos positions, norm-pix MSE on masked patches, AdamW (0.9, 0.95), wd 0.05, ``lr = blr * B / 256`` with
-per-step warmup + half-cycle cosine. One deviation: vitlab's parameter groups exclude the class token from
-weight decay (timm convention); MAE decays it.
+per-step warmup (lr 0 at the first step) + half-cycle cosine. Weight decay matches the official optimizer too:
+every >= 2-D tensor, the class and mask tokens included, is decayed (timm ``add_weight_decay`` with an empty skip
+list). Golden-value tests (``tests/pretrain/test_golden_mae.py``) pin forward, loss and masking to the official
+code.
 
 SBAM (``masking: SalienceMask``) and MTO (``mto: MTO``) plug in through configuration.
 """

@@ -212,11 +212,13 @@ class BlockRandomMask(MaskGenerator):
         return _mask_from_binary(mask.reshape(batch_size, -1), grid, ratio, keep=h * w - count * s * s)
 
 
-def salience_scores(tokens: Tensor) -> Tensor:
+def salience_scores(tokens: Tensor, eps: float = 1e-6) -> Tensor:
     """SBAM salience [code]: column sums of ``softmax_j(x x^T)`` on patch embeddings, min-max normalised per image.
 
     ``tokens``: ``(B, L, D)`` patch embedding + positions. Computed in fp32 (x x^T overflows fp16 [inferred]);
     no Q/K projection and no 1/sqrt(D) scaling, as in the official code. Returns ``(B, L)`` in [0, 1].
+    ``eps`` is added to the min-max denominator (the official code has none, ``eps=0``): when the self-affinity
+    softmax is one-hot every column sum is 1 and the official code computes 0/0 = NaN.
     """
     x = tokens.detach().float()
     with torch.autocast(device_type=x.device.type, enabled=False):
@@ -224,7 +226,7 @@ def salience_scores(tokens: Tensor) -> Tensor:
         s = attn.sum(dim=1)  # column sums: attention each token receives = its "outgoing" salience
         lo = s.min(dim=1, keepdim=True).values
         hi = s.max(dim=1, keepdim=True).values
-        return (s - lo) / (hi - lo + 1e-6)  # eps added: the official code divides without one
+        return (s - lo) / (hi - lo + eps)
 
 
 class SalienceMask(MaskGenerator):
@@ -241,6 +243,12 @@ class SalienceMask(MaskGenerator):
     at ``r_base`` before that epoch, since salience from an untrained patch embedding is meaningless (the
     official run resumes from a 100-epoch MAE warm-up checkpoint).
 
+    Degenerate salience (all column sums equal, e.g. a one-hot self-affinity softmax from huge token norms): the
+    official code divides 0 by 0, so every score is NaN, no token counts as salient (ratio ``r_base - v``) and
+    ``argsort`` of an all-NaN row keeps a fixed set of patches for every image. vitlab's default ``salience_eps``
+    (1e-6) makes the salience 0 instead, so masking falls back to random masking at ``r_base - v``;
+    ``salience_eps=0`` reproduces the official behaviour.
+
     Args:
         mask_ratio: base ratio ``r_base`` (0.75).
         adaptive: use AMR; False = SBM with the fixed ratio.
@@ -249,6 +257,7 @@ class SalienceMask(MaskGenerator):
         noise_amp: amplitude of the uniform noise added to the salience (0.5, ``torch.rand / 2``).
         per_batch_ratio: True = one ratio per batch (official code), False = one per image (paper).
         start_epoch: epochs of plain random masking first (0).
+        salience_eps: added to the salience min-max denominator (1e-6; 0 = official, see above).
     """
 
     needs_tokens = True
@@ -262,6 +271,7 @@ class SalienceMask(MaskGenerator):
         noise_amp: float = 0.5,
         per_batch_ratio: bool = True,
         start_epoch: int = 0,
+        salience_eps: float = 1e-6,
     ) -> None:
         if not (0.0 <= mask_ratio - variation and mask_ratio + variation < 1.0):
             raise ValueError(
@@ -274,6 +284,7 @@ class SalienceMask(MaskGenerator):
         self.noise_amp = float(noise_amp)
         self.per_batch_ratio = bool(per_batch_ratio)
         self.start_epoch = int(start_epoch)
+        self.salience_eps = float(salience_eps)
         self._random = RandomPatchMask(mask_ratio)
 
     def ratios(self, salience: Tensor) -> Tensor:
@@ -292,7 +303,7 @@ class SalienceMask(MaskGenerator):
         if tokens is None:
             raise ValueError("SalienceMask needs the patch tokens (patch embedding + positions)")
         B, L, _ = tokens.shape
-        sal = salience_scores(tokens)
+        sal = salience_scores(tokens, self.salience_eps)
         ratio = self.ratios(sal)
         len_keep = (L * (1 - ratio)).long()  # int(L * (1 - r)) as MAE
         # host-known bounds from r in [r_base - v, r_base + v]: a static ids_keep width, no host sync

@@ -83,13 +83,17 @@ class DepthGuidanceEncoder(nn.Module):
 
 
 class FusionBlock(nn.Module):
-    """Pre-LN cross-attention block: ``z_f = z + CrossAttn(LN(z), LN(z_d))``; ``z_f = z_f + MLP(LN(z_f))``."""
+    """Pre-LN cross-attention block: ``z_f = z + CrossAttn(LN(z), LN(z_d))``; ``z_f = z_f + MLP(LN(z_f))``.
 
-    def __init__(self, dim: int, num_heads: int = 8, mlp_ratio: float = 4.0, qkv_bias: bool = False) -> None:
+    ``norm_eps``: LayerNorm eps, 1e-5 as the official ``Fusion_blk(..., nn.LayerNorm)`` (PyTorch default).
+    """
+
+    def __init__(self, dim: int, num_heads: int = 8, mlp_ratio: float = 4.0, qkv_bias: bool = False,
+                 norm_eps: float = 1e-5) -> None:
         super().__init__()
         if dim % num_heads:
             raise ValueError(f"SG-MIM fusion: dim {dim} not divisible by {num_heads} heads")
-        norm = partial(nn.LayerNorm, eps=1e-6)
+        norm = partial(nn.LayerNorm, eps=norm_eps)
         self.num_heads = num_heads
         self.norm_q, self.norm_kv, self.norm2 = norm(dim), norm(dim), norm(dim)
         self.q = nn.Linear(dim, dim, bias=qkv_bias)

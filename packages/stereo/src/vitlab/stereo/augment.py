@@ -39,10 +39,19 @@ class StereoAugmentor:
         color_one_prob: probability of applying one random colour op instead of all five in random order (0.5);
             each op fires with p 0.5: contrast U(0.8, 1.2), gamma U(0.7, 1.5), brightness U(0.5, 2),
             hue U(+-0.1) (fraction of the hue circle), saturation U(0.8, 1.2).
-        asym_prob: the right view gets independently re-sampled colour parameters with p 0.5.
+        asym_prob: for every colour op applied to the left view, the right view gets an independently
+            re-sampled parameter with this probability (0.5), otherwise the left one; both views get the same
+            ops in the same order, so the right view is never changed when the left one is not (as CroCo).
         right_saturation: saturation range of the re-sampled right view; CroCo's code has (-0.8, 1.2) there
             (a typo); default (0.8, 1.2), pass [-0.8, 1.2] to reproduce it.
         seed: optional seed of this augmentor's private RNG.
+
+    Randomness: the private ``random.Random`` is derived lazily in the process that uses it, from
+    ``torch.initial_seed()`` (and ``seed`` when given), and re-derived when that changes. A DataLoader worker
+    has its own ``torch.initial_seed()`` (base seed + worker id; the loader's ``worker_init_fn`` folds the DDP
+    rank in), so workers and ranks draw differently, while a seeded run (``seed_everything``) reproduces
+    exactly. In the main process (``num_workers=0``) with an explicit ``seed`` the stream is ``Random(seed)`` on
+    rank 0 and is derived from ``seed`` and the rank on the other DDP ranks.
     Other keys (``occlusion`` masks ...) follow the geometric ops with nearest resampling.
     """
 
@@ -63,7 +72,25 @@ class StereoAugmentor:
         self.scale_prob, self.vflip_prob = scale_prob, vflip_prob
         self.right_jitter_prob, self.color_one_prob, self.asym_prob = right_jitter_prob, color_one_prob, asym_prob
         self.right_saturation = tuple(right_saturation)
-        self.rng = random.Random(seed)
+        self.seed = seed
+        self._rng: random.Random | None = None
+        self._rng_key: tuple | None = None
+
+    @property
+    def rng(self) -> random.Random:
+        """The private RNG of the current process (see the class docstring)."""
+        info = torch.utils.data.get_worker_info()
+        rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
+        key = (torch.initial_seed(), None if info is None else info.id, rank)
+        if self._rng is None or key != self._rng_key:
+            if self.seed is not None and info is None:
+                self._rng = random.Random(self.seed if rank == 0 else f"{self.seed}/rank{rank}")
+            elif self.seed is not None:
+                self._rng = random.Random(f"{self.seed}/{key[0]}/{key[1]}")
+            else:
+                self._rng = random.Random(key[0])
+            self._rng_key = key
+        return self._rng
 
     # ------------------------------------------------------------------ geometry
     def _scale(self, s: dict) -> dict:
@@ -115,15 +142,26 @@ class StereoAugmentor:
         return F.grid_sample(right[None], grid, mode="bilinear", padding_mode="border", align_corners=True)[0]
 
     # ------------------------------------------------------------------ colour
-    def _sample_color(self, saturation: tuple[float, float]) -> list[tuple[str, float]]:
-        if self.rng.random() < self.color_one_prob:
-            ops = [self.rng.choice(_COLOR_OPS)]
+    def _sample_color(self) -> list[tuple[str, float, float]]:
+        """``[(op, left value, right value), ...]`` in application order (CroCo's ``_random_color``)."""
+        rng = self.rng
+        if rng.random() < self.color_one_prob:
+            ops = [rng.choice(_COLOR_OPS)]
         else:
             ops = list(_COLOR_OPS)
-            self.rng.shuffle(ops)
+            rng.shuffle(ops)
         ranges = {"contrast": (0.8, 1.2), "gamma": (0.7, 1.5), "brightness": (0.5, 2.0), "hue": (-0.1, 0.1),
-                  "saturation": saturation}
-        return [(op, self.rng.uniform(*ranges[op])) for op in ops if self.rng.random() < 0.5]
+                  "saturation": (0.8, 1.2)}
+        out = []
+        for op in ops:
+            if rng.random() >= 0.5:
+                continue
+            v = rng.uniform(*ranges[op])
+            vr = v
+            if rng.random() < self.asym_prob:
+                vr = rng.uniform(*(self.right_saturation if op == "saturation" else ranges[op]))
+            out.append((op, v, vr))
+        return out
 
     @staticmethod
     def _apply_color(img: torch.Tensor, params: list[tuple[str, float]]) -> torch.Tensor:
@@ -148,8 +186,7 @@ class StereoAugmentor:
             s = {k: (v.flip(-2) if torch.is_tensor(v) and v.ndim == 3 else v) for k, v in s.items()}
         if self.rng.random() < self.right_jitter_prob:
             s["right"] = self._jitter_right(s["right"])
-        p_left = self._sample_color((0.8, 1.2))
-        p_right = self._sample_color(self.right_saturation) if self.rng.random() < self.asym_prob else p_left
-        s["image"] = self._apply_color(s["image"], p_left)
-        s["right"] = self._apply_color(s["right"], p_right)
+        params = self._sample_color()
+        s["image"] = self._apply_color(s["image"], [(op, v) for op, v, _ in params])
+        s["right"] = self._apply_color(s["right"], [(op, v) for op, _, v in params])
         return s

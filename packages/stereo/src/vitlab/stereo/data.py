@@ -23,6 +23,7 @@ from vitlab.core.data.io import (
     read_disparity_pfm,
     read_image,
     read_kitti_disparity,
+    read_middlebury_disparity,
     read_png_scaled,
 )
 from vitlab.core.data.loader import make_loader
@@ -54,7 +55,10 @@ def _kitti_valid(path: Path) -> np.ndarray:
 
 def _mask_equals(path: Path, value: int) -> np.ndarray:
     """``mask0nocc.png`` (ETH3D / MiddEval3): 255 = non-occluded, 128 = occluded, 0 = no GT."""
-    return read_png_scaled(path, 1.0, invalid_value=None) == value
+    m = read_png_scaled(path, 1.0, invalid_value=None, bit_depth=8, allowed_values=(0, 128, 255),
+                        format_name="an 8-bit occlusion mask mask0nocc.png (255 = non-occluded, 128 = occluded, "
+                                    "0 = no ground truth)")
+    return m == value
 
 
 def _require_dir(path: Path, what: str) -> Path:
@@ -297,7 +301,7 @@ class MiddleburyStereo(StereoPairs):
             scenes = sorted(p for p in root_p.iterdir() if p.is_dir() and (p / "disp1.png").is_file())
             scenes = self._split(scenes, split, last=1)
             for sc in scenes:
-                gt_fn = partial(read_png_scaled, sc / "disp1.png", _SIZE_SCALE[size], invalid_value=0)
+                gt_fn = partial(read_middlebury_disparity, sc / "disp1.png", _SIZE_SCALE[size])
                 views = [sc] if (sc / "view1.png").is_file() else sorted(
                     p.parent for p in sc.glob("Illum*/Exp*/view1.png"))
                 for v in views:

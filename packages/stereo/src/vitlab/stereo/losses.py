@@ -142,11 +142,12 @@ def feature_warp_consistency(
         visible: ``(B, N)`` bool, True where the left token was visible (``fixed`` mode only).
         mode: ``"fixed"`` (default; our reconstruction of the intent): tokens permuted to ``(B, C, h, w)``,
             ``grid_sample`` at ``x - d`` in token coordinates (align_corners=True), mean L1 over valid AND
-            visible tokens. ``"official"`` reproduces the official code's three bugs [code]: (a) tokens
-            reinterpreted with ``reshape(1, C, h, w*B)`` (the disparity is laid side by side along the
-            width to match, an [inferred] detail), (b) the patch-unit shift added to a [0, 1]-normalised grid
-            (Monodepth's ``apply_disparity``), (c) masked (zero) tokens included; ``mean(|F_L - F~_L| * valid)``
-            over all ``C x h x w`` entries.
+            visible tokens. ``"official"`` reproduces the official code exactly, three bugs included [code]:
+            (a) tokens and the ``(B, 1, h, w)`` disparity map are both reinterpreted by a raw
+            ``reshape(1, ., h, w*B)``, (b) the patch-unit shift is added to a [0, 1]-normalised grid
+            (Monodepth's ``apply_disparity``, ``grid_sample(align_corners=True)``), (c) masked (zero) tokens are
+            included; ``mean(|F_L - F~_L| * valid)`` over all ``C x h x w*B`` entries. Pinned to the official
+            numbers by ``tests/stereo/test_golden_stereo.py``.
     """
     if mode not in CONSISTENCY_MODES:
         raise ValueError(f"consistency mode must be one of {CONSISTENCY_MODES}, got {mode!r}")
@@ -168,14 +169,15 @@ def feature_warp_consistency(
             valid = valid & visible.reshape(B, 1, h, w)
         valid = valid.expand(-1, C, -1, -1)
         return _masked_mean((fl - warped).abs(), valid, fl)
-    # official: the three bugs, kept for reproduction
+    # official: the three bugs, kept for reproduction. Tokens AND the disparity map are reinterpreted by a raw
+    # reshape to one (1, ., h, w*B) "image" (not a side-by-side layout), then Monodepth's apply_disparity
     fl = feat_left.reshape(1, C, h, w * B)
     fr = feat_right.reshape(1, C, h, w * B)
-    disp = d16.permute(1, 2, 0, 3).reshape(1, 1, h, w * B)
+    disp = d16.reshape(1, 1, h, w * B)
     W = w * B
     x_base = torch.linspace(0, 1, W, device=fl.device, dtype=fl.dtype)[None, None].expand(1, h, W)
     y_base = torch.linspace(0, 1, h, device=fl.device, dtype=fl.dtype)[None, :, None].expand(1, h, W)
     grid = torch.stack([x_base - disp[:, 0].to(fl.dtype), y_base], dim=-1)
-    warped = F.grid_sample(fr, 2 * grid - 1, mode="bilinear", padding_mode="zeros", align_corners=False)
+    warped = F.grid_sample(fr, 2 * grid - 1, mode="bilinear", padding_mode="zeros", align_corners=True)
     valid = (disp > 0).to(fl.dtype)
     return ((fl - warped).abs() * valid).mean()

@@ -134,6 +134,37 @@ def convert_croco_dpt(state: Mapping[str, torch.Tensor], prefix: str = "head.dpt
     return out
 
 
+_CROCO_ALIASES = (
+    (re.compile(r"^head\.dpt\.act_(\d)_postprocess\.(.*)$"), lambda m: f"head.dpt.act_postprocess.{int(m.group(1)) - 1}.{m.group(2)}"),
+    (re.compile(r"^head\.dpt\.scratch\.layer_rn\.(\d)\.(.*)$"), lambda m: f"head.dpt.scratch.layer{int(m.group(1)) + 1}_rn.{m.group(2)}"),
+)
+
+
+def _croco_alias_keys(state: Mapping[str, torch.Tensor], source: str) -> set[str]:
+    """Keys of an official CroCo-Stereo state dict that name a tensor twice or are never used.
+
+    CroCo's DPT registers ``act_{k}_postprocess`` both alone and inside ``act_postprocess`` (and
+    ``scratch.layer{k}_rn`` inside ``scratch.layer_rn`` in some versions), so ``state_dict()`` holds each of
+    these tensors under two names; ``scratch.refinenet4.resConfUnit1`` is built but never called. They are
+    accounted for (not reported as unexpected); an alias whose value differs from its canonical key is an error.
+    """
+    out = set()
+    for k, v in state.items():
+        if k.startswith("head.dpt.scratch.refinenet4.resConfUnit1."):
+            out.add(k)
+            continue
+        for pat, canon in _CROCO_ALIASES:
+            m = pat.match(k)
+            if m is None:
+                continue
+            c = canon(m)
+            if c in state:
+                if state[c].shape != v.shape or not torch.equal(state[c], v):
+                    raise ValueError(f"checkpoint {source}: alias {k} differs from {c}")
+                out.add(k)
+    return out
+
+
 class BinocularViT(nn.Module):
     """CroCo-Stereo binocular ViT: ``forward(left, right) -> (B, 2, H, W)`` = disparity, raw confidence.
 
@@ -315,6 +346,10 @@ class BinocularViT(nn.Module):
         their names; a CroCo-Stereo ``head.dpt.*`` maps onto the DPT head (:func:`convert_croco_dpt`).
         ``enc_pos_embed`` / ``dec_pos_embed`` (CroCo v1 sin-cos tables) are ignored: this model uses RoPE.
         Returns the model keys not loaded (``missing``) and checkpoint keys without a place (``unexpected``).
+        The official DPT's alias keys (``act_{k}_postprocess``, see :func:`_croco_alias_keys`) are recognised,
+        and the pretext parts a CroCo-Stereo checkpoint (it has ``head.dpt.*``) lacks by construction,
+        ``mask_token`` and ``prediction_head``, are not reported missing; so an official CroCo-Stereo checkpoint
+        loads with ``strict=True``. From a CroCo pre-training checkpoint only the new DPT ``head.*`` is missing.
         """
         if isinstance(path_or_state, Mapping):
             source, obj = "<state dict>", path_or_state
@@ -338,9 +373,12 @@ class BinocularViT(nn.Module):
                   "mask_token", "prediction_head.weight", "prediction_head.bias"):
             if k in state:
                 new[k] = state[k]
-        new.update({f"head.{k}": v for k, v in convert_croco_dpt(state).items()})
+        aliases = _croco_alias_keys(state, source)
+        new.update({f"head.{k}": v for k, v in convert_croco_dpt(
+            {k: v for k, v in state.items() if k not in aliases}).items()})
         used |= {k for k in state if k.startswith(("dec_blocks.", "head.dpt."))} | {k for k in new if k in state}
         used |= {k for k in state if k in ("enc_pos_embed", "dec_pos_embed")}
+        used |= aliases
         bad = [f"{k}: model {tuple(own[k].shape)} vs checkpoint {tuple(v.shape)}"
                for k, v in new.items() if k in own and own[k].shape != v.shape]
         if bad:
@@ -348,7 +386,9 @@ class BinocularViT(nn.Module):
         fits = {k: v for k, v in new.items() if k in own}
         self.load_state_dict(fits, strict=False)
         loaded |= set(fits)
-        missing = sorted(k for k in own if k not in loaded)
+        # a CroCo-Stereo checkpoint lacks the pretext mask token and pixel head by construction
+        absent = ("mask_token", "prediction_head.") if any(k.startswith("head.dpt.") for k in state) else ()
+        missing = sorted(k for k in own if k not in loaded and not (absent and k.startswith(absent)))
         unexpected = sorted([k for k in state if k not in used] + [k for k in new if k not in own])
         if strict and (missing or unexpected):
             raise RuntimeError(f"checkpoint {source}: missing {missing[:10]}, unexpected {unexpected[:10]}")

@@ -74,6 +74,8 @@ class StereoMatching(VitlabModule):
             CroCo-Stereo 352 x 704); ``None`` = one full-frame forward (padded to a multiple of 32).
         tile_overlap: 0.7 (validation); use 0.9 for benchmark submissions.
         conf_mode: tile fusion weight, ``conf_expsigmoid_15_3`` (default) or ``conf_expbeta3`` (ETH3D model).
+        upscale_rule: images smaller than ``tile_size``: ``fixed`` (default, size by ceil, bilinear back) or
+            ``official`` (CroCo-Stereo: rounded size, bicubic back); see :func:`tiled_predict`.
         metric_reduction: ``"image"`` (CroCo validation) or ``"pixel"`` (KITTI pooling), see :class:`StereoMetrics`.
         eval_max_disparity: ignore GT above this in metrics (SceneFlow: 192); None = all.
         right_shift: training-only batch augmentation (a vitlab addition, not in CroCo-Stereo; 0 = off): the right
@@ -91,6 +93,7 @@ class StereoMatching(VitlabModule):
         tile_size: list[int] | None = None,
         tile_overlap: float = 0.7,
         conf_mode: str = "conf_expsigmoid_15_3",
+        upscale_rule: str = "fixed",
         metric_reduction: str = "image",
         eval_max_disparity: float | None = None,
         right_shift: int = 0,
@@ -109,6 +112,7 @@ class StereoMatching(VitlabModule):
         self.tile_overlap = tile_overlap
         self.right_shift = int(right_shift)
         self.conf_mode = conf_mode
+        self.upscale_rule = upscale_rule
         mk = dict(reduction=metric_reduction, max_disparity=eval_max_disparity)
         self.val_metrics, self.val_metrics_noc = StereoMetrics(**mk), StereoMetrics(**mk)
         self.test_metrics, self.test_metrics_noc = StereoMetrics(**mk), StereoMetrics(**mk)
@@ -130,7 +134,8 @@ class StereoMatching(VitlabModule):
     def predict_disparity(self, left: Tensor, right: Tensor) -> tuple[Tensor, Tensor]:
         """``(disparity (B, 1, H, W), confidence weight (B, 1, H, W))`` with tiling when ``tile_size`` is set."""
         if self.tile_size is not None:
-            return tiled_predict(self.net, left, right, self.tile_size, self.tile_overlap, self.conf_mode)
+            return tiled_predict(self.net, left, right, self.tile_size, self.tile_overlap, self.conf_mode,
+                                 upscale_rule=self.upscale_rule)
         out = self.forward_padded(left, right)
         return out[:, :1], confidence_weight(out[:, 1:2], self.conf_mode)
 

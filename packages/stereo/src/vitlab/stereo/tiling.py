@@ -63,9 +63,13 @@ def tiled_predict(
         overlap: 0.7 for validation, 0.9 for benchmark submissions (CroCo-Stereo).
         conf_mode: see :func:`confidence_weight`.
         max_batch: windows per forward call.
-        upscale_rule: an image smaller than the window is upscaled (bicubic) by ``s``; ``"fixed"`` (default)
-            ``s = max(win_w / W, win_h / H)``; ``"official"`` ``s = max(win_w / W, win_h / W)`` (CroCo divides
-            both by W). The disparity is divided by ``s`` and resized back at the end.
+        upscale_rule: an image smaller than the window is upscaled (bicubic) by ``s`` and the result resized
+            back to ``(H, W)`` with the disparity multiplied by the inverse x-factor. ``"fixed"`` (default):
+            ``s = max(win_w / W, win_h / H)``, size ``ceil(side * s)`` (never below the window), disparity and
+            weight resized back bilinearly. ``"official"`` reproduces CroCo-Stereo's ``tiled_pred`` exactly:
+            ``s = max(win_w / W, win_h / W)`` (both divided by W), size ``round(side * s)`` (Python rounding),
+            resized back bicubically; if rounding leaves a side below the window the official code fails an
+            assertion, here that side is raised to the window.
     """
     th, tw = int(tile_size[0]), int(tile_size[1])
     B, _, H, W = left.shape
@@ -75,11 +79,12 @@ def tiled_predict(
     if H < th or W < tw:
         if upscale_rule == "fixed":
             scale = max(tw / W, th / H)
+            size = (max(th, math.ceil(H * scale)), max(tw, math.ceil(W * scale)))
         elif upscale_rule == "official":
             scale = max(tw / W, th / W)
+            size = (max(th, round(H * scale)), max(tw, round(W * scale)))
         else:
             raise ValueError(f"upscale_rule must be 'fixed' or 'official', got {upscale_rule!r}")
-        size = (max(th, math.ceil(H * scale)), max(tw, math.ceil(W * scale)))
         left = F.interpolate(left, size=size, mode="bicubic", align_corners=False)
         right = F.interpolate(right, size=size, mode="bicubic", align_corners=False)
     Hs, Ws = left.shape[-2:]
@@ -100,7 +105,7 @@ def tiled_predict(
     disp = num / (den + 1e-16)
     conf = den
     if scale != 1.0:
-        sx = Ws / W  # the x-factor actually applied
-        disp = F.interpolate(disp, size=(H, W), mode="bilinear", align_corners=False) / sx
-        conf = F.interpolate(conf, size=(H, W), mode="bilinear", align_corners=False)
+        mode = "bicubic" if upscale_rule == "official" else "bilinear"
+        disp = F.interpolate(disp, size=(H, W), mode=mode, align_corners=False) * (W / float(Ws))
+        conf = F.interpolate(conf, size=(H, W), mode=mode, align_corners=False)
     return disp, conf

@@ -239,6 +239,7 @@ class ViT(nn.Module):
         self._grid_pos_cache: dict[tuple, torch.Tensor] = {}
         self.init_weights()
 
+        self.pretrained_source = pretrained  # what the weights came from (None: random initialisation)
         if pretrained and not skip_pretrained(pretrained):
             self.load_pretrained(
                 pretrained, checkpoint_format=checkpoint_format, checkpoint_key=checkpoint_key

@@ -31,6 +31,7 @@ __all__ = [
     "read_image",
     "read_kitti_disparity",
     "read_label_png",
+    "read_middlebury_disparity",
     "read_pfm",
     "read_png_scaled",
     "write_kitti_disparity",
@@ -87,6 +88,59 @@ def _png_ihdr(p: Path, what: str) -> tuple[int, int, int, int]:
         raise DatasetFormatError(f"{p}: not a PNG file (bad signature/IHDR); expected {what}")
     width, height, depth, color = struct.unpack(">IIBB", head[16:26])
     return width, height, depth, color
+
+
+def _stored_bit_depth(im: Image.Image, p: Path, what: str) -> tuple[int, str]:
+    """(bits per sample, description) of a single-channel image as stored in the file.
+
+    PNGs are read from the IHDR chunk (PIL may widen 8-bit data); other formats (PGM, ...) from the PIL mode.
+    """
+    if p.suffix.lower() == ".png" or im.format == "PNG":
+        _, _, depth, color = _png_ihdr(p, what)
+        return depth, f"{depth}-bit {_PNG_COLOR_TYPES.get(color, f'colour type {color}')} PNG"
+    if im.mode in ("1",):
+        return 1, "1-bit image"
+    if im.mode in ("L", "P", "LA", "PA"):
+        return 8, f"8-bit {im.format or ''} image (mode {im.mode!r})".replace("  ", " ")
+    if im.mode.startswith("I;16") or im.mode == "I":
+        return 16, f"16-bit {im.format or ''} image (mode {im.mode!r})".replace("  ", " ")
+    return 0, f"image of mode {im.mode!r}"
+
+
+def _check_bit_depth(im: Image.Image, p: Path, bit_depth: int, what: str) -> None:
+    """Refuse a file whose stored bit depth is not the one its format prescribes (naming both)."""
+    depth, found = _stored_bit_depth(im, p, what)
+    if depth != bit_depth:
+        raise DatasetFormatError(f"{p}: stored as {found}; expected {what}")
+
+
+def _check_values(v: np.ndarray, valid: np.ndarray, p: Path, what: str,
+                  value_range: tuple[float, float] | None, allowed_values: Sequence[int] | None,
+                  min_peak: int | None) -> None:
+    """Stored values against the format: inside ``value_range``, among ``allowed_values``, and (for 16-bit
+    formats) not all below ``min_peak`` -- 8-bit data written into a 16-bit file."""
+    if allowed_values is not None:
+        bad = ~np.isin(v, np.asarray(allowed_values))
+        if bad.any():
+            raise DatasetFormatError(
+                f"{p}: found values {np.unique(v[bad])[:10].tolist()}; expected {what} "
+                f"(only {sorted(allowed_values)})"
+            )
+    if value_range is not None and valid.any():
+        lo, hi = value_range
+        vals = v[valid]
+        vmin, vmax = vals.min(), vals.max()
+        if vmin < lo or vmax > hi:
+            raise DatasetFormatError(
+                f"{p}: found stored values {vmin}..{vmax}; expected {what} (valid values within {lo:g}..{hi:g})"
+            )
+    if min_peak is not None and valid.any():
+        vmax = v[valid].max()
+        if vmax < min_peak:
+            raise DatasetFormatError(
+                f"{p}: every stored value is below {min_peak} (max {vmax}): 8-bit data in a 16-bit file "
+                f"or a different unit; expected {what}"
+            )
 
 
 def _grey_array(im: Image.Image, p: Path, what: str) -> np.ndarray:
@@ -284,7 +338,17 @@ def _palette_to_grey(im: Image.Image, p: Path, what: str) -> np.ndarray:
     return pal[:, 0][idx]
 
 
-def read_png_scaled(path: PathLike, scale: float, invalid_value: int | None = 0) -> np.ndarray:
+def read_png_scaled(
+    path: PathLike,
+    scale: float,
+    invalid_value: int | None = 0,
+    *,
+    bit_depth: int | None = None,
+    value_range: tuple[float, float] | None = None,
+    allowed_values: Sequence[int] | None = None,
+    min_peak: int | None = None,
+    format_name: str | None = None,
+) -> np.ndarray:
     """Scalar ground truth stored as integers: float32 ``(H, W)`` with ``d = v / scale`` and ``invalid_value`` -> ``+inf``.
 
     Accepts 8/16-bit single-channel PNG/PGM. Palette (``P``) images are converted through their palette to
@@ -293,22 +357,49 @@ def read_png_scaled(path: PathLike, scale: float, invalid_value: int | None = 0)
     returns the indices themselves. Typical scales: Middlebury 2001/v2 16, 2003 quarter-size 4,
     2006 half-size 2, KITTI 256, NYU depth 1000 (-> metres), MultiMAE pseudo-depth 2**16.
     ``invalid_value=None`` marks nothing invalid.
+
+    Format checks (each failure raises :class:`DatasetFormatError` naming the file, ``format_name`` and what
+    was found): ``bit_depth`` is the stored bits per sample the format prescribes (8 or 16; the PNG header
+    is read, so an 8-bit file never passes as 16-bit or the reverse); ``value_range`` bounds the stored values
+    of valid pixels, ``allowed_values`` lists every legal stored value (masks), and ``min_peak`` refuses a
+    file whose valid values all lie below it (8-bit data written into a 16-bit file).
     """
     if not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"read_png_scaled({path}): scale must be positive and finite, got {scale}")
-    what = f"a single-channel 8/16-bit ground-truth image (value = {scale:g} x quantity)"
+    what = format_name or f"a single-channel 8/16-bit ground-truth image (value = {scale:g} x quantity)"
     p = _existing_file(path, what)
     im = open_image(p, what)
+    if bit_depth is not None:
+        _check_bit_depth(im, p, bit_depth, what)
     v = _palette_to_grey(im, p, what) if im.mode == "P" else _grey_array(im, p, what)
+    valid = np.ones(v.shape, bool) if invalid_value is None else v != invalid_value
+    _check_values(v, valid, p, what, value_range, allowed_values, min_peak)
     d = v.astype(np.float32) / np.float32(scale)
     if invalid_value is not None:
-        d[v == invalid_value] = np.inf
+        d[~valid] = np.inf
     return d
 
 
 def read_depth_png(path: PathLike, scale: float = 1000.0) -> np.ndarray:
-    """Depth PNG (NYU-style millimetres by default) as float32 metres, 0 -> ``+inf``."""
-    return read_png_scaled(path, scale=scale, invalid_value=0)
+    """Depth PNG (NYU-style millimetres by default) as float32 metres, 0 -> ``+inf``.
+
+    The format is a 16-bit greyscale PNG holding ``v = depth x scale``: an 8-bit file is refused (its
+    values would come out 2-3 orders of magnitude off), and so is a 16-bit file whose valid values all fit
+    in 8 bits (below 256 mm everywhere at the default scale: 8-bit data widened to 16 bits).
+    """
+    what = f"a 16-bit greyscale depth PNG (v = depth x {scale:g}, 0 = invalid; NYU: millimetres)"
+    return read_png_scaled(path, scale=scale, invalid_value=0, bit_depth=16, min_peak=256, format_name=what)
+
+
+def read_middlebury_disparity(path: PathLike, scale: float) -> np.ndarray:
+    """Middlebury 2001-2006 / v2 disparity image (``disp*.png``, ``truedisp*.pgm``, ``groundtruth.png``).
+
+    The format is an 8-bit greyscale (or grey-palette) image with ``v = disparity x scale`` and 0 = unknown
+    (2006: ``scale`` 1/2/3 for full/half/third size; 2001 and v2: 8, Tsukuba 16; 2003 quarter size: 4). A 16-bit file
+    is refused: read as 8-bit disparities it would be off by orders of magnitude.
+    """
+    what = f"a Middlebury 8-bit greyscale disparity image (v = disparity x {scale:g}, 0 = unknown)"
+    return read_png_scaled(path, scale=scale, invalid_value=0, bit_depth=8, format_name=what)
 
 
 def read_label_png(path: PathLike) -> np.ndarray:

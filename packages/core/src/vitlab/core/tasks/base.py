@@ -12,6 +12,7 @@ import inspect
 import math
 import os
 import random
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -23,7 +24,7 @@ from torch import nn
 
 from vitlab.core.optim import make_adamw, param_groups, warmup_cosine_scheduler
 from vitlab.core.perf import compile_regions
-from vitlab.core.restore import restoring_from_checkpoint
+from vitlab.core.restore import restoring, restoring_from_checkpoint
 from vitlab.core.tuner import Tuner, count_parameters
 
 
@@ -283,9 +284,23 @@ class BackboneTask(VitlabModule):
             backbone.requires_grad_(False)
         if tuner is not None:
             backbone = tuner.apply(backbone)
+            self._warn_if_tuning_random_weights(backbone, tuner)
         self.backbone = backbone
         self.tuner = tuner
         self.frozen_backbone = freeze_backbone
+
+    @staticmethod
+    def _warn_if_tuning_random_weights(backbone: nn.Module, tuner: Tuner) -> None:
+        frozen = any(not p.requires_grad for p in backbone.parameters())
+        if frozen and hasattr(backbone, "pretrained_source") and not backbone.pretrained_source \
+                and not restoring():
+            warnings.warn(
+                f"{type(tuner).__name__} tunes a randomly initialised {type(backbone).__name__}: its frozen "
+                "weights carry no pretrained features. Set `backbone.init_args.pretrained` to a checkpoint "
+                "(vitlab-pretrain, MAE, timm or CroCo), e.g. one written by `vitlab fit --config "
+                "configs/pretrain/quickstart.yaml`.",
+                UserWarning, stacklevel=3,
+            )
 
     def on_fit_start(self) -> None:
         total = count_parameters(self.backbone)
