@@ -2,7 +2,7 @@
 
 The reference is written here on timm ``Block`` s with no vitlab code: ViT encoder on the visible 25% of
 tokens (fixed sin-cos positions), 512-d/8-block/16-head decoder, norm-pix MSE on masked patches, AdamW
-(0.9, 0.95) with wd 0.05 on >= 2-D weights, per-step LambdaLR. The two arms are interleaved step by step in
+(0.9, 0.95) with wd 0.05 on >= 2-D weights (fused, as vitlab's default optimizer), per-step LambdaLR. The two arms are interleaved step by step in
 one process (a callback runs one plain step after every Lightning step), so machine load affects both alike;
 reported: median step time of each arm and the median of the per-step ratios (warm-up steps excluded).
 
@@ -99,7 +99,7 @@ class PlainStep:
         decay = [p for n, p in named if p.ndim >= 2 and n not in ("cls", "mask_token")]
         other = [p for n, p in named if not (p.ndim >= 2 and n not in ("cls", "mask_token"))]
         self.opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.05}, {"params": other, "weight_decay": 0.0}],
-                                     lr=1.5e-4 * args.batch / 256, betas=(0.9, 0.95))
+                                     lr=1.5e-4 * args.batch / 256, betas=(0.9, 0.95), fused=True)
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lambda s: min(1.0, (s + 1) / 2))
         self.loader = loader
         self.it = iter(loader)

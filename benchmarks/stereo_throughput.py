@@ -4,6 +4,8 @@
     python benchmarks/stereo_throughput.py --preset L-B --batch 6 --precision bf16-mixed   # CroCo-Stereo size
 
 Train: AdamW step on LaplacianLossBounded2 with random pairs of ``--size`` (the CroCo-Stereo crop 352x704).
+``--interleave``: CPU step ratio instead: one plain step after every Lightning step in one process (machine
+load hits both arms alike); prints the median per-step time ratio Lightning / plain.
 Inference: tiled prediction (window = ``--size``, overlap 0.7) of ``--infer-size`` frames (KITTI-like
 384x1248 by default) via ``StereoMatching.predict_step`` in ``Trainer.predict`` vs the same call in a loop.
 """
@@ -65,7 +67,7 @@ class Timer(pl.Callback):
 
 def plain_train(args, device, dtype) -> float:
     model = build(args).to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-5, betas=(0.9, 0.95), weight_decay=0.05)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-5, betas=(0.9, 0.95), weight_decay=0.05, fused=True)
     loader = DataLoader(RandomPairs(args.batch * (args.steps + args.warmup), tuple(args.size)), batch_size=args.batch)
     t0 = None
     for i, b in enumerate(loader):
@@ -119,6 +121,48 @@ def lightning_infer(args, accel, precision) -> float:
     return timer.rate(1)
 
 
+class Interleave(pl.Callback):
+    """Times each Lightning step, then runs and times one plain step of the same network and loss."""
+
+    def __init__(self, args, device) -> None:
+        self.model = build(args).to(device)
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=3e-5, betas=(0.9, 0.95), weight_decay=0.05,
+                                     fused=True)
+        self.batches = list(DataLoader(RandomPairs(args.batch * 4, tuple(args.size)), batch_size=args.batch))
+        self.lt, self.pt, self.t, self.k = [], [], 0.0, 0
+
+    def on_train_batch_start(self, *a):
+        self.t = time.perf_counter()
+
+    def on_train_batch_end(self, *a):
+        self.lt.append(time.perf_counter() - self.t)
+        b = self.batches[self.k % len(self.batches)]
+        self.k += 1
+        t = time.perf_counter()
+        loss = self.model.disparity_loss(self.model(b["image"], b["right"]), b)
+        self.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        self.opt.step()
+        self.pt.append(time.perf_counter() - t)
+
+
+def interleaved_ratio(args) -> None:
+    import statistics
+
+    inter = Interleave(args, torch.device("cpu"))
+    model = build(args)
+    trainer = pl.Trainer(accelerator="cpu", devices=1, max_steps=args.steps + args.warmup, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+                         callbacks=[inter], num_sanity_val_steps=0, limit_val_batches=0)
+    loader = DataLoader(RandomPairs(args.batch * (args.steps + args.warmup), tuple(args.size)), batch_size=args.batch)
+    trainer.fit(model, train_dataloaders=loader)
+    lt, pt = inter.lt[args.warmup:], inter.pt[args.warmup:]
+    ratios = [a / b for a, b in zip(lt, pt)]
+    print(f"stereo train step, CPU x{torch.get_num_threads()} threads, {args.size[0]}x{args.size[1]}, batch "
+          f"{args.batch}: median step Lightning {statistics.median(lt):.3f} s, plain {statistics.median(pt):.3f} s, "
+          f"median per-step ratio {statistics.median(ratios):.3f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", default=None, choices=[None, "B-S", "B-B", "L-B"])
@@ -133,7 +177,14 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--infer-pairs", type=int, default=2)
     ap.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
+    ap.add_argument("--interleave", action="store_true", help="CPU per-step ratio Lightning / plain (train only)")
+    ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0 = torch default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.interleave:
+        interleaved_ratio(args)
+        return
     cuda = torch.cuda.is_available()
     device = torch.device("cuda" if cuda else "cpu")
     accel = "gpu" if cuda else "cpu"

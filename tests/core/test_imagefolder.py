@@ -31,6 +31,8 @@ def test_loaders_yield_dict_batches(mode):
     labels = []
     for b in batches:
         assert set(b) == {"image", "label"}
+        assert b["image"].shape == (2, 3, 32, 32) and b["image"].dtype == torch.uint8  # workers send uint8
+        b = dm.on_after_batch_transfer(b, 0)  # normalised on the device
         assert b["image"].shape == (2, 3, 32, 32) and b["image"].dtype == torch.float32
         assert b["label"].shape == (2,) and b["label"].dtype == torch.int64
         assert b["image"].min() < 0  # normalised, not in [0, 1]
@@ -38,6 +40,17 @@ def test_loaders_yield_dict_batches(mode):
     assert sorted(labels) == [0, 0, 0, 1, 1, 1]
     val = list(dm.val_dataloader())
     assert torch.cat([b["label"] for b in val]).tolist() == [0, 0, 0, 1, 1, 1]  # unshuffled
+
+
+def test_device_normalisation_matches_worker_normalisation():
+    """uint8 from workers + normalisation on the device == the fp32 worker pipeline (eval transform)."""
+    on_dev, in_workers = make_dm(), make_dm(device_normalize=False)
+    on_dev.setup("validate")
+    in_workers.setup("validate")
+    a = on_dev.on_after_batch_transfer(next(iter(on_dev.val_dataloader())), 0)
+    b = in_workers.on_after_batch_transfer(next(iter(in_workers.val_dataloader())), 0)
+    assert a["image"].dtype == b["image"].dtype == torch.float32
+    torch.testing.assert_close(a["image"], b["image"], atol=1e-5, rtol=1e-5)
 
 
 def test_eval_labels_follow_content():

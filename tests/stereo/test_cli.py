@@ -3,6 +3,7 @@ UniTT ratio sampling; MaDis teacher bookkeeping."""
 
 from __future__ import annotations
 
+import random
 from pathlib import Path
 
 import numpy as np
@@ -134,7 +135,7 @@ def test_right_shift_augmentation_moves_the_match(tiny_net):
     mod = StereoMatching(tiny_net(), right_shift=5)
     right = torch.arange(10.0).view(1, 1, 1, 10).expand(1, 3, 2, 10)
     batch = {"image": right.clone(), "right": right, "disparity": torch.full((1, 1, 2, 10), 2.0)}
-    torch.manual_seed(1)
+    random.seed(1)  # the shift is drawn on the host (Python RNG, seeded by seed_everything)
     out = mod.shift_right(batch)
     s = int(out["disparity"][0, 0, 0, 0] - 2)
     assert 1 <= s <= 5  # seed 1 draws a non-zero shift

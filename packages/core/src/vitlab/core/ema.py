@@ -70,8 +70,21 @@ class EMATeacher(nn.Module):
         self.train_mode = train_mode
         self.teacher = copy.deepcopy(student).requires_grad_(False)
         self.teacher.train(train_mode)
-        # Optimizer steps applied so far; a buffer so it is checkpointed and restored on resume.
+        # Optimizer steps applied so far; a buffer so it is checkpointed and restored on resume. The
+        # host keeps its own copy so schedules and the once-per-step guard never read the device.
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+        self._host_updates = 0
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:
+        value = state_dict.get(prefix + "num_updates")
+        if isinstance(value, torch.Tensor):
+            self._host_updates = int(value)  # at load time, not in a training step
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    @property
+    def steps_applied(self) -> int:
+        """Number of EMA updates applied so far (host-side mirror of the ``num_updates`` buffer)."""
+        return self._host_updates
 
     def train(self, mode: bool = True) -> EMATeacher:  # the LightningModule's .train() must not flip it
         super().train(mode)
@@ -84,7 +97,7 @@ class EMATeacher(nn.Module):
 
     def current_decay(self, step: int | None = None) -> float:
         """The decay applied at optimizer step ``step`` (default: the next update)."""
-        k = int(self.num_updates) if step is None else step
+        k = self._host_updates if step is None else step
         if self.schedule == "constant":
             return self.decay
         if self.schedule == "mean_teacher":
@@ -113,6 +126,7 @@ class EMATeacher(nn.Module):
                 else:
                     t.copy_(s)
         self.num_updates += 1
+        self._host_updates += 1
         return decay
 
     def maybe_update(self, student: nn.Module, global_step: int) -> float | None:
@@ -121,6 +135,6 @@ class EMATeacher(nn.Module):
         Call it from ``on_train_batch_end``: with gradient accumulation Lightning calls that hook for
         every micro-batch, but ``global_step`` only moves after an optimizer step.
         """
-        if global_step <= int(self.num_updates):
+        if global_step <= self._host_updates:
             return None
         return self.update(student)

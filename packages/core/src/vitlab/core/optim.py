@@ -17,8 +17,42 @@ import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import torch
 from torch import nn
 from torch.optim.lr_scheduler import LambdaLR
+
+
+def _fused_supported(params) -> bool:
+    """True when every parameter is a floating tensor on one device type with a fused Adam kernel."""
+    try:
+        from torch.optim.optimizer import _get_fused_kernels_supported_devices
+
+        supported = set(_get_fused_kernels_supported_devices())
+    except ImportError:  # older torch: CUDA only
+        supported = {"cuda"}
+    tensors = [p for group in params for p in (group["params"] if isinstance(group, dict) else [group])]
+    if not tensors:
+        return False
+    kinds = {t.device.type for t in tensors}
+    return len(kinds) == 1 and kinds <= supported and all(t.is_floating_point() for t in tensors)
+
+
+def make_adamw(params, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+               fused: bool | None = None, **kwargs: Any) -> torch.optim.AdamW:
+    """``torch.optim.AdamW`` with the fused (single-kernel) implementation whenever it is available.
+
+    ``fused=None`` (default) picks the fused kernel when all parameters sit on one device type that has
+    it (CUDA, CPU, XPU, MPS ...): one launch for the whole update instead of a loop of ``foreach``
+    kernels, and no host read of the step counter (the for-loop path reads a CPU step tensor with
+    ``.item()`` every step). ``fused=False`` forces the ``foreach`` path. ``params`` may be parameter
+    groups (lr / weight decay per group).
+    """
+    params = list(params)
+    if fused is None:
+        fused = _fused_supported(params)
+    if fused:
+        kwargs["fused"] = True
+    return torch.optim.AdamW(params, betas=betas, eps=eps, **kwargs)
 
 
 def _no_weight_decay_names(module: nn.Module) -> set[str]:

@@ -23,6 +23,7 @@ from torchvision import transforms as T
 
 from vitlab.core.data.constants import IMAGENET_MEAN, IMAGENET_STD
 from vitlab.core.data.io import DatasetFormatError, read_image, read_png_scaled
+from vitlab.core.data.loader import make_loader
 
 __all__ = ["PseudoDepthFolderDataset", "PseudoDepthFolderDataModule"]
 
@@ -118,9 +119,7 @@ class PseudoDepthFolderDataModule(LightningDataModule):
             self.val_set = self._make(self.hparams.val_split, False)
 
     def _loader(self, ds, train: bool) -> DataLoader:
-        return DataLoader(ds, batch_size=self.batch_size, shuffle=train, drop_last=train,
-                          num_workers=self.hparams.num_workers, persistent_workers=self.hparams.num_workers > 0,
-                          pin_memory=torch.cuda.is_available())
+        return make_loader(ds, batch_size=self.batch_size, train=train, num_workers=self.hparams.num_workers)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader(self.train_set, True)

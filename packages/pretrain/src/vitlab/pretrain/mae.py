@@ -82,6 +82,9 @@ class MAEDecoder(nn.Module):
         self.apply(init_mae_weights)
 
     def pos_embed(self, grid: tuple[int, int], device, dtype) -> Tensor:
+        if torch.compiler.is_compiling():  # traced: computed in the graph, no host-side cache
+            return get_2d_sincos_pos_embed(self.embed_dim, grid, self.num_prefix_tokens, device=device,
+                                           dtype=dtype)[None]
         key = (grid, str(device), dtype)
         if key not in self._pos_cache:
             table = get_2d_sincos_pos_embed(self.embed_dim, grid, self.num_prefix_tokens, device=device, dtype=dtype)
@@ -211,7 +214,7 @@ class MAE(MIMModule):
             pre = torch.ones(tokens.shape[0], enc.num_prefix_tokens, dtype=torch.bool, device=tokens.device)
             attn_mask = torch.cat([pre, masks.keep_valid], dim=1)[:, None, None, :]
         for blk in enc.blocks:
-            tokens = run_block(blk, tokens, pos, attn_mask)
+            tokens = run_block(blk, tokens, pos, attn_mask, checkpointing=enc.grad_checkpointing)
         return {"latent": enc.norm(tokens)}
 
     def decode(self, latent: dict[str, Any], masks: MaskOutput, batch: dict[str, Tensor]) -> dict[str, Any]:

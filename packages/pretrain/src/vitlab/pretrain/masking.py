@@ -46,6 +46,10 @@ class MaskOutput:
         len_keep: ``(B,)`` int64 number of visible patches per image.
         grid: ``(h, w)``.
         ratio: ``(B,)`` float, the masking ratio each image was asked for (AMR changes it per batch/image).
+        keep_max, keep_min: host-side bounds ``keep_min <= len_keep[b] <= keep_max`` known without reading
+            the device (the generator knows them from its ratios). ``keep_max`` fixes the width of
+            ``ids_keep``, so token dropping has a static shape and never syncs; ``None`` = unknown, then
+            they are read from ``len_keep`` (one host sync each).
     """
 
     mask: Tensor
@@ -54,14 +58,32 @@ class MaskOutput:
     len_keep: Tensor
     grid: tuple[int, int]
     ratio: Tensor
+    keep_max: int | None = None
+    keep_min: int | None = None
 
     @property
     def max_keep(self) -> int:
+        """Width of :attr:`ids_keep`: the host-known bound, else ``max(len_keep)`` (a host sync)."""
+        if self.keep_max is not None:
+            return self.keep_max
         return int(self.len_keep.max())
 
     @property
+    def min_keep(self) -> int:
+        """Smallest number of visible patches of an image (host-known bound, else read from the device)."""
+        if self.keep_min is not None:
+            return self.keep_min
+        return int(self.len_keep.min())
+
+    @property
     def uniform(self) -> bool:
-        """True when every image keeps the same number of patches (no padding needed to drop tokens)."""
+        """True when every image keeps the same number of patches (no padding needed to drop tokens).
+
+        Decided on the host when the generator gave equal bounds; with unequal bounds ``ids_keep`` may hold
+        padding and consumers mask it (:attr:`keep_valid`) even if this batch happens to be uniform.
+        """
+        if self.keep_max is not None and self.keep_min is not None:
+            return self.keep_max == self.keep_min
         return bool((self.len_keep == self.len_keep[0]).all())
 
     @property
@@ -86,21 +108,25 @@ class MaskOutput:
         return m.repeat_interleave(patch_size, 2).repeat_interleave(patch_size, 3)
 
 
-def mask_from_shuffle(ids_shuffle: Tensor, len_keep: Tensor, grid: tuple[int, int], ratio: Tensor) -> MaskOutput:
-    """Build a :class:`MaskOutput` from a per-sample ordering (visible first) and per-image keep counts."""
+def mask_from_shuffle(ids_shuffle: Tensor, len_keep: Tensor, grid: tuple[int, int], ratio: Tensor,
+                      keep_max: int | None = None, keep_min: int | None = None) -> MaskOutput:
+    """Build a :class:`MaskOutput` from a per-sample ordering (visible first) and per-image keep counts
+    (``keep_max`` / ``keep_min``: host-known bounds of ``len_keep``, see :class:`MaskOutput`)."""
     B, L = ids_shuffle.shape
     ids_restore = torch.argsort(ids_shuffle, dim=1)
     ar = torch.arange(L, device=ids_shuffle.device)
     mask_shuffled = (ar[None] >= len_keep[:, None]).float()  # 0 = keep, in shuffled order
     mask = torch.gather(mask_shuffled, 1, ids_restore)
-    return MaskOutput(mask, ids_shuffle, ids_restore, len_keep, grid, ratio)
+    return MaskOutput(mask, ids_shuffle, ids_restore, len_keep, grid, ratio, keep_max, keep_min)
 
 
-def _mask_from_binary(mask: Tensor, grid: tuple[int, int], ratio: Tensor) -> MaskOutput:
-    """Orderings for a given binary mask: visible patches first (in raster order), then masked ones."""
+def _mask_from_binary(mask: Tensor, grid: tuple[int, int], ratio: Tensor, keep: int | None = None) -> MaskOutput:
+    """Orderings for a given binary mask: visible patches first (in raster order), then masked ones.
+
+    ``keep``: the number of visible patches when the generator knows it is the same for every image."""
     ids_shuffle = torch.argsort(mask, dim=1, stable=True)
     len_keep = (mask < 0.5).sum(1)
-    return mask_from_shuffle(ids_shuffle, len_keep, grid, ratio)
+    return mask_from_shuffle(ids_shuffle, len_keep, grid, ratio, keep, keep)
 
 
 class MaskGenerator:
@@ -142,7 +168,7 @@ class RandomPatchMask(MaskGenerator):
         ids_shuffle = torch.argsort(noise, dim=1)  # ascending: small noise = keep
         keep = torch.full((batch_size,), len_keep, dtype=torch.long, device=device)
         ratio = torch.full((batch_size,), self.mask_ratio, device=device)
-        return mask_from_shuffle(ids_shuffle, keep, grid, ratio)
+        return mask_from_shuffle(ids_shuffle, keep, grid, ratio, len_keep, len_keep)
 
 
 class BlockRandomMask(MaskGenerator):
@@ -183,7 +209,7 @@ class BlockRandomMask(MaskGenerator):
         cell_mask.scatter_(1, order[:, :count], 1.0)
         mask = cell_mask.reshape(batch_size, ch, cw).repeat_interleave(s, 1).repeat_interleave(s, 2)
         ratio = torch.full((batch_size,), count / cells, device=device)
-        return _mask_from_binary(mask.reshape(batch_size, -1), grid, ratio)
+        return _mask_from_binary(mask.reshape(batch_size, -1), grid, ratio, keep=h * w - count * s * s)
 
 
 def salience_scores(tokens: Tensor, eps: float = 1e-6) -> Tensor:
@@ -280,9 +306,13 @@ class SalienceMask(MaskGenerator):
         sal = salience_scores(tokens, self.salience_eps)
         ratio = self.ratios(sal)
         len_keep = (L * (1 - ratio)).long()  # int(L * (1 - r)) as MAE
+        # host-known bounds from r in [r_base - v, r_base + v]: a static ids_keep width, no host sync
+        hi = min(L, int(L * (1 - (self.mask_ratio - self.variation))))
+        lo = max(0, int(L * (1 - (self.mask_ratio + self.variation))))
+        len_keep = len_keep.clamp(lo, hi)
         score = sal + torch.rand_like(sal) * self.noise_amp
         ids_shuffle = torch.argsort(score, dim=1)  # keep the lowest, mask the most salient
-        return mask_from_shuffle(ids_shuffle, len_keep, grid, ratio)
+        return mask_from_shuffle(ids_shuffle, len_keep, grid, ratio, hi, lo)
 
 
 class ComplementaryMask:

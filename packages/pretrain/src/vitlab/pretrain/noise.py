@@ -126,7 +126,7 @@ class NoiseMIM(MIMModule):
     def noise_selection(self, masks: MaskOutput) -> Tensor:
         """``(B, L)`` bool: ``floor(noise_ratio * min_keep)`` random visible tokens per image (disjoint from masked)."""
         B, L = masks.mask.shape
-        n = int(self.noise_ratio * int(masks.len_keep.min()))
+        n = int(self.noise_ratio * masks.min_keep)  # host-known bound: no device read
         sel = torch.zeros(B, L, dtype=torch.bool, device=masks.mask.device)
         if n == 0:
             return sel
@@ -170,10 +170,11 @@ class NoiseMIM(MIMModule):
                 mass = (A * is_noised[:, None, None, :].to(A.dtype)).sum(-1)  # on noised keys
                 q = is_mask[:, None, :].to(A.dtype)
                 dis = dis + (mass * q).sum() / (q.sum() * A.shape[1]).clamp_min(1.0)
-            tokens = run_block(blk, tokens, pos, am)
+            tokens = run_block(blk, tokens, pos, am, checkpointing=enc.grad_checkpointing)
         if pen_layers:
             dis = dis / len(pen_layers)
-        return {"tokens": enc.norm(tokens), "clean": clean, "noised": noised, "dis": dis}
+        return {"tokens": enc.norm(tokens), "clean": clean, "noised": noised, "dis": dis,
+                "num_noised": int(self.noise_ratio * masks.min_keep)}  # host-known count per image
 
     def decode(self, latent: dict[str, Any], masks: MaskOutput, batch: dict[str, Tensor]) -> dict[str, Any]:
         z = latent["tokens"][:, self.encoder.num_prefix_tokens :]
@@ -191,7 +192,7 @@ class NoiseMIM(MIMModule):
         target = self.target(images)
         mim = masked_mse(out["pred"], target, masks.mask)
         noised = out["noised"].float()
-        if noised.sum() == 0:
+        if out.get("num_noised", 1) == 0:  # decided on the host: no device read
             den = mim.new_zeros(())
         elif self.denoise_target == "pixel":
             den = masked_mse(out["pred"], target, noised)

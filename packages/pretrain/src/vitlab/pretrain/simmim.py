@@ -23,6 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from vitlab.core import ViT
+from vitlab.core.optim import make_adamw
 from vitlab.pretrain.base import MIMModule, run_blocks
 from vitlab.pretrain.losses import masked_l1
 from vitlab.pretrain.masking import BlockRandomMask, MaskGenerator, MaskOutput
@@ -34,8 +35,9 @@ WEIGHT_INITS = ("auto", "simmim", "encoder")
 
 
 def simmim_adamw(params) -> torch.optim.Optimizer:
-    """SimMIM's optimizer: AdamW (0.9, 0.999), eps 1e-8 (lr and weight decay come from the groups)."""
-    return torch.optim.AdamW(params, betas=(0.9, 0.999), eps=1e-8)
+    """SimMIM's optimizer: AdamW (0.9, 0.999), eps 1e-8, fused where available (lr and weight decay come
+    from the groups)."""
+    return make_adamw(params, betas=(0.9, 0.999), eps=1e-8)
 
 
 def init_simmim_weights(encoder: ViT, std: float = 0.02) -> None:
@@ -145,7 +147,8 @@ class SimMIM(MIMModule):
                 attn_mask = bias if attn_mask is None else attn_mask + bias
             if self.mto.needs_losses:
                 capture = tuple(capture) + tuple(self.mto.layer_indices(len(enc.blocks)))
-        tokens, saved = run_blocks(enc.blocks, tokens, pos, attn_mask, capture)
+        tokens, saved = run_blocks(enc.blocks, tokens, pos, attn_mask, capture,
+                                   checkpointing=enc.grad_checkpointing)
         return enc.norm(tokens), saved, attn_mask
 
     def to_map(self, tokens: Tensor, grid: tuple[int, int]) -> Tensor:

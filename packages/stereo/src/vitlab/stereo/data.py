@@ -26,6 +26,7 @@ from vitlab.core.data.io import (
     read_middlebury_disparity,
     read_png_scaled,
 )
+from vitlab.core.data.loader import make_loader
 from vitlab.core.data.sampling import EpochShuffleSampler, ResumableDataMixin
 
 from .augment import StereoAugmentor
@@ -430,14 +431,15 @@ class StereoDataModule(ResumableDataMixin, pl.LightningDataModule):
         if not self.train_datasets:
             raise ValueError("StereoDataModule: no train_datasets configured")
         ds = _Augmented(_mix(self.train_datasets, self.train_repeats, "train_datasets"), self._augmentor())
-        return self.resumable(DataLoader(ds, batch_size=self.batch_size, sampler=EpochShuffleSampler(len(ds), seed=self.seed),
-                          drop_last=True, collate_fn=collate_common, num_workers=self.num_workers, persistent_workers=self.num_workers > 0))
+        return self.resumable(make_loader(ds, batch_size=self.batch_size, train=True,
+                                          sampler=EpochShuffleSampler(len(ds), seed=self.seed),
+                                          collate_fn=collate_common, num_workers=self.num_workers, seed=self.seed))
 
     def _eval_loader(self, datasets: list[Dataset], what: str) -> DataLoader:
         if not datasets:
             raise ValueError(f"StereoDataModule: no {what} configured")
-        return DataLoader(_mix(datasets, None, what), batch_size=self.eval_batch_size, shuffle=False, collate_fn=collate_common,
-                          num_workers=self.num_workers)
+        return make_loader(_mix(datasets, None, what), batch_size=self.eval_batch_size, train=False,
+                           collate_fn=collate_common, num_workers=self.num_workers, seed=self.seed)
 
     def val_dataloader(self) -> DataLoader:
         return self._eval_loader(self.val_datasets, "val_datasets")

@@ -27,13 +27,16 @@ def _valid(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = target[:, None]
     if target.shape[-2:] != pred.shape[-2:] or target.shape[0] != pred.shape[0]:
         raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} sizes differ")
-    return target
+    return target.float()
 
 
 def _masked_mean(x: torch.Tensor, valid: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    if not valid.any():
-        return like.sum() * 0.0  # keeps the graph on a batch without GT
-    return x[valid].mean()
+    """Mean of ``x`` over ``valid`` as a masked sum: fixed shapes and no host sync; 0 (graph kept, for DDP)
+    when nothing is valid (``like``, the prediction, is kept for the signature: ``x`` already carries
+    its graph)."""
+    valid = valid.expand_as(x)
+    x = torch.where(valid, x, torch.zeros((), dtype=x.dtype, device=x.device))
+    return x.sum() / valid.sum().clamp(min=1).to(x.dtype)
 
 
 class StereoL1Loss(nn.Module):
@@ -41,6 +44,7 @@ class StereoL1Loss(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = _valid(pred, target)
+        pred = pred.float()  # losses in fp32 under bf16 autocast
         valid = torch.isfinite(target)
         err = (pred[:, :1] - torch.where(valid, target, 0.0)).abs()
         return _masked_mean(err, valid, pred)
@@ -51,6 +55,7 @@ class LaplacianLoss(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = _valid(pred, target)
+        pred = pred.float()  # losses in fp32 under bf16 autocast
         valid = torch.isfinite(target)
         d, c = pred[:, :1], pred[:, 1:2]
         err = (d - torch.where(valid, target, 0.0)).abs() * torch.exp(-c) + c
@@ -70,6 +75,7 @@ class LaplacianLossBounded2(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         target = _valid(pred, target)
+        pred = pred.float()  # losses in fp32 under bf16 autocast
         valid = torch.isfinite(target)
         d, c = pred[:, :1], pred[:, 1:2]
         c = 2 * self.a * (torch.sigmoid(c / self.b) - 0.5)
@@ -102,11 +108,9 @@ class MaskedMSE(nn.Module):
             mean = target.mean(dim=-1, keepdim=True)
             var = target.var(dim=-1, keepdim=True)
             target = (target - mean) / (var + self.eps) ** 0.5
-        per_patch = (pred - target).pow(2).mean(dim=-1)
+        per_patch = (pred.float() - target.float()).pow(2).mean(dim=-1)
         m = mask.to(per_patch.dtype)
-        if m.sum() == 0:
-            return pred.sum() * 0.0
-        return (per_patch * m).sum() / m.sum()
+        return (per_patch * m).sum() / m.sum().clamp(min=1.0)  # 0 with graph when nothing is masked
 
 
 CONSISTENCY_MODES = ("fixed", "official")

@@ -241,7 +241,7 @@ class BinocularViT(nn.Module):
         self.hooks = hooks
         self.head = DPTHead(
             [ed if h < edep else dd for h in hooks], out_channels, layer_dims=layer_dims,
-            feature_dim=feature_dim, last_dim=last_dim, patch_size=patch_size,
+            feature_dim=feature_dim, last_dim=last_dim, patch_size=patch_size, fp32_output=True,
         )
         self._init_decoder()
         if pretrained and not skip_pretrained(pretrained):

@@ -6,7 +6,8 @@ Batches are dicts: ``image`` / ``right`` (B, 3, H, W) ImageNet-normalised, ``dis
 
 from __future__ import annotations
 
-import math
+import random
+from statistics import NormalDist
 
 import numpy as np
 import torch
@@ -39,10 +40,21 @@ def random_token_mask(batch: int, num_tokens: int, ratio: float, device=None) ->
 
 
 def sample_mask_ratio(low: float, high: float, mean: float, std: float, generator=None) -> float:
-    """UniTT-Stereo ratio: one draw of TruncNormal(mean, std; [low, high]) rounded to 1 decimal [code]."""
-    t = torch.empty(1)
-    torch.nn.init.trunc_normal_(t, mean=mean, std=std, a=low, b=high, generator=generator)
-    return round(float(t), 1)
+    """UniTT-Stereo ratio: one draw of TruncNormal(mean, std; [low, high]) rounded to 1 decimal [code].
+
+    Drawn on the host by inverse-CDF sampling from Python's ``random`` (seeded by ``seed_everything``), so
+    the training step reads nothing back from a tensor. ``generator``: a ``random.Random`` or a CPU
+    ``torch.Generator`` for a reproducible stream.
+    """
+    if isinstance(generator, torch.Generator):
+        u01 = float(torch.rand((), generator=generator))
+    else:
+        u01 = (generator if generator is not None else random).random()
+    dist = NormalDist(mean, std)
+    lo, hi = dist.cdf(low), dist.cdf(high)
+    u = lo + (hi - lo) * u01
+    u = min(max(u, 1e-12), 1.0 - 1e-12)
+    return round(min(max(dist.inv_cdf(u), low), high), 1)
 
 
 def _scatter_tokens(visible: Tensor, ids_keep: Tensor, num_tokens: int) -> Tensor:
@@ -135,7 +147,7 @@ class StereoMatching(VitlabModule):
         """The ``right_shift`` augmentation (see the class docstring); one shift per batch."""
         if self.right_shift <= 0:
             return batch
-        s = int(torch.randint(0, self.right_shift + 1, ()))
+        s = random.randint(0, self.right_shift)  # host RNG (seeded by seed_everything): no device read
         if s == 0:
             return batch
         batch = dict(batch)
@@ -283,7 +295,7 @@ class UniTTStereo(StereoMatching):
         dec = net.decode(enc_l[-1], enc_r[-1], hw, ids_keep if r > 0 else None)
         out = net.dense_head([None] * net.enc_depth + dec, left.shape[-2:])
         l_disp = self.disparity_loss(out, batch)
-        if int(mask.sum()) == 0:  # r = 0: reconstruction is 0/0 in the official code, so both extra terms are off
+        if int(r * N) == 0:  # nothing masked (host-known): reconstruction is 0/0 in the official code, both terms off
             loss, l_rec, l_cons = l_disp, l_disp.new_zeros(()), l_disp.new_zeros(())
         else:
             l_rec = self.mse(net.reconstruct(dec[-1]), patchify(left, p), mask)
@@ -291,10 +303,10 @@ class UniTTStereo(StereoMatching):
             l_cons = feature_warp_consistency(feat_l, enc_r[-1], gt, hw, p, visible=~mask,
                                               mode=self.consistency_mode)
             wd, wr, wc = self.weights
-            if math.tanh(float(l_rec.detach())) <= self.gate_threshold:
-                loss = wd * l_disp + wr * l_rec + wc * l_cons
-            else:
-                loss = l_rec + l_cons + 0.0 * l_disp  # keeps the head in the graph (DDP)
+            # the gate is chosen on the device (no host read of the loss); the other branch's terms get a
+            # zero gradient, so the head stays in the graph (DDP) either way
+            gate = torch.tanh(l_rec.detach()) <= self.gate_threshold
+            loss = torch.where(gate, wd * l_disp + wr * l_rec + wc * l_cons, l_rec + l_cons + 0.0 * l_disp)
         self.log_dict({"train/loss_disp": l_disp, "train/loss_rec": l_rec,
                        "train/loss_cons": l_cons, "train/mask_ratio": float(r)}, prog_bar=False)
         self.log("train/loss", loss, prog_bar=True)

@@ -333,19 +333,26 @@ class ViT(nn.Module):
     def grid_positions(self, h: int, w: int, device: torch.device | str | None = None) -> torch.Tensor:
         """Integer ``(y, x)`` patch coordinates of an ``h x w`` grid in raster order: ``(h*w, 2)`` int64 (cached)."""
         device = torch.device(device) if device is not None else self.patch_embed.proj.weight.device
+        if torch.compiler.is_compiling():  # traced: a constant the compiler folds; no host-side cache
+            return self._make_grid(h, w, device)
         key = (h, w, str(device), torch.is_inference_mode_enabled())
         pos = self._grid_pos_cache.get(key)
         if pos is None:
-            ys, xs = torch.meshgrid(
-                torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij"
-            )
-            pos = torch.stack([ys.reshape(-1), xs.reshape(-1)], dim=-1)
+            pos = self._make_grid(h, w, device)
             self._grid_pos_cache[key] = pos
         return pos
+
+    @staticmethod
+    def _make_grid(h: int, w: int, device) -> torch.Tensor:
+        ys, xs = torch.meshgrid(torch.arange(h, device=device), torch.arange(w, device=device), indexing="ij")
+        return torch.stack([ys.reshape(-1), xs.reshape(-1)], dim=-1)
 
     def _rope_positions(self, h: int, w: int, device, ids_keep: torch.Tensor | None) -> torch.Tensor:
         """Positions for all tokens (prefix tokens at (0, 0) = not rotated): (N, 2) or (B, N, 2)."""
         p = self.num_prefix_tokens
+        if ids_keep is None and torch.compiler.is_compiling():
+            grid = self.grid_positions(h, w, device)
+            return torch.cat([grid.new_zeros(p, 2), grid], dim=0)
         if ids_keep is None:
             key = ("full", h, w, str(device), p, torch.is_inference_mode_enabled())
             pos = self._grid_pos_cache.get(key)
@@ -367,6 +374,11 @@ class ViT(nn.Module):
             return self.pos_embed
         if self.pos_embed_type == "learned":
             return resize_pos_embed(self.pos_embed, (h, w), self.grid_size, self.num_prefix_tokens)
+        if torch.compiler.is_compiling():  # traced: computed in the graph (constant-folded), no cache
+            return get_2d_sincos_pos_embed(
+                self.embed_dim, (h, w), self.num_prefix_tokens, device=self.pos_embed.device,
+                dtype=self.pos_embed.dtype,
+            )[None]
         key = (h, w, str(self.pos_embed.device), self.pos_embed.dtype, torch.is_inference_mode_enabled())
         table = self._sincos_cache.get(key)
         if table is None:

@@ -15,6 +15,7 @@ from vitlab.core.data.dense import (
     dense_collate,
     read_ade20k_full_seg,
 )
+from vitlab.core.data.gpu_augment import BatchColorAugment
 from vitlab.core.data.imagefolder import ImageFolderDataModule
 from vitlab.core.data.io import (
     DatasetFormatError,
@@ -32,6 +33,7 @@ from vitlab.core.data.io import (
     write_pfm,
     write_png16,
 )
+from vitlab.core.data.loader import make_loader
 from vitlab.core.data.sampling import EpochShuffleSampler
 from vitlab.core.data.synthetic import (
     CLASS_NAMES,
@@ -43,6 +45,8 @@ from vitlab.core.data.synthetic import (
 )
 
 __all__ = [
+    "BatchColorAugment",
+    "make_loader",
     "ADE20KDataModule",
     "CITYSCAPES_CLASS_NAMES",
     "CITYSCAPES_LABEL_TO_TRAIN_ID",

@@ -8,9 +8,10 @@ IGNORE_INDEX = 255
 
 
 def imagenet_normalize(batch, keys: tuple[str, ...] = ("image", "right")):
-    """ImageNet-normalise the floating ``keys`` of a dict batch on its own device.
+    """ImageNet-normalise the image ``keys`` of a dict batch on its own device.
 
-    DataModules call this from ``on_after_batch_transfer`` so the work runs on the GPU. A
+    DataModules call this from ``on_after_batch_transfer`` so the work runs on the GPU. Floating images
+    are taken in [0, 1]; uint8 images (0..255, what workers should send) become fp32 in the same pass. A
     ``{"source": ..., "target": ...}`` batch (domain adaptation) is normalised per sub-batch.
     """
     import torch
@@ -22,6 +23,8 @@ def imagenet_normalize(batch, keys: tuple[str, ...] = ("image", "right")):
     out = dict(batch)
     for key in keys:
         x = out.get(key)
+        if isinstance(x, torch.Tensor) and x.dtype == torch.uint8:
+            x = x.float().div_(255.0)
         if isinstance(x, torch.Tensor) and x.is_floating_point():
             mean = torch.as_tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
             std = torch.as_tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)

@@ -29,6 +29,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from vitlab.core.data.constants import IGNORE_INDEX, IMAGENET_MEAN, imagenet_normalize
 from vitlab.core.data.io import DatasetFormatError, open_image, read_depth_png, read_image, read_label_png
+from vitlab.core.data.loader import make_loader
 from vitlab.core.data.sampling import EpochShuffleSampler, ResumableDataMixin
 
 __all__ = [
@@ -490,14 +491,13 @@ class DenseDataModule(ResumableDataMixin, pl.LightningDataModule):
     def _loader(self, dataset: DenseFilesDataset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call `setup()` with the matching stage before asking for a dataloader")
-        return DataLoader(
+        return make_loader(
             dataset,
             batch_size=self.batch_size if train else self.val_batch_size,
+            train=train,
             sampler=EpochShuffleSampler(len(dataset), seed=self.seed) if train else None,
-            drop_last=train,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
+            seed=self.seed,
             # train crops already share one size; eval batches are padded to a multiple of size_divisor
             collate_fn=functools.partial(dense_collate, size_divisor=1 if train else self.size_divisor),
         )

@@ -18,8 +18,9 @@ from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
 
-from vitlab.core.data.constants import IMAGENET_MEAN, IMAGENET_STD
+from vitlab.core.data.constants import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize
 from vitlab.core.data.io import DatasetFormatError
+from vitlab.core.data.loader import make_loader
 
 __all__ = ["ImageFolderDataModule", "ImageFolderDictDataset", "build_eval_transform", "build_train_transform"]
 
@@ -46,8 +47,12 @@ def build_train_transform(
     auto_augment: str | None = None,
     mean: tuple[float, ...] = IMAGENET_MEAN,
     std: tuple[float, ...] = IMAGENET_STD,
+    uint8: bool = False,
 ) -> Callable[[Image.Image], torch.Tensor]:
     """Train-time augmentation per mode.
+
+    ``uint8=True`` ends with a ``(3, H, W)`` uint8 tensor (no normalisation: 4x fewer bytes through
+    worker queues, pinned memory and the host-to-device copy; the DataModule normalises on the device).
 
     ``pretrain``: RandomResizedCrop(scale 0.2..1, bicubic) + flip, the MAE recipe (MIM needs little else).
     ``finetune``: RandomResizedCrop(scale 0.08..1, bicubic) + flip, optionally a timm RandAugment/AutoAugment
@@ -66,6 +71,7 @@ def build_train_transform(
 
         return create_transform(
             input_size=size,
+            use_prefetcher=uint8,  # timm: uint8 CHW arrays, normalisation left to the consumer
             is_training=True,
             scale=(0.08, 1.0),
             hflip=0.5,
@@ -80,8 +86,7 @@ def build_train_transform(
         [
             T.RandomResizedCrop(size, scale=scale, interpolation=bicubic),
             T.RandomHorizontalFlip(),
-            T.ToTensor(),
-            T.Normalize(mean, std),
+            *_to_tensor(mean, std, uint8),
         ]
     )
 
@@ -91,6 +96,7 @@ def build_eval_transform(
     crop_pct: float = 0.875,
     mean: tuple[float, ...] = IMAGENET_MEAN,
     std: tuple[float, ...] = IMAGENET_STD,
+    uint8: bool = False,
 ) -> Callable[[Image.Image], torch.Tensor]:
     """Resize the short side to ``size / crop_pct`` (bicubic) then centre-crop ``size``: the standard ImageNet eval."""
     if not 0 < crop_pct <= 1:
@@ -99,10 +105,15 @@ def build_eval_transform(
         [
             T.Resize(int(size / crop_pct), interpolation=T.InterpolationMode.BICUBIC),
             T.CenterCrop(size),
-            T.ToTensor(),
-            T.Normalize(mean, std),
+            *_to_tensor(mean, std, uint8),
         ]
     )
+
+
+def _to_tensor(mean, std, uint8: bool) -> list:
+    if uint8:
+        return [T.PILToTensor()]  # (3, H, W) uint8
+    return [T.ToTensor(), T.Normalize(mean, std)]
 
 
 def _check_split(root: Path, split: str) -> tuple[list[str], dict[str, int]]:
@@ -151,6 +162,12 @@ class ImageFolderDictDataset(Dataset):
 class ImageFolderDataModule(LightningDataModule):
     """ImageNet-layout classification DataModule; batches are ``{"image": (B,3,H,W) float, "label": (B,) int64}``.
 
+    With ``device_normalize=True`` (default) the workers decode, crop and flip only and hand over
+    ``(3, H, W)`` uint8 tensors (a quarter of the bytes of fp32 through worker queues, pinned memory and
+    the host-to-device copy); ImageNet normalisation to fp32 runs batched on the device in
+    ``on_after_batch_transfer``. ``device_normalize=False`` normalises in the workers (the loaders then
+    yield normalised floats directly).
+
     ``mode`` selects the train augmentation (see :func:`build_train_transform`); validation/test use the
     ``val_split`` with :func:`build_eval_transform`. Class indices come from the sorted train class folders,
     and the val split must contain exactly the same classes so labels cannot silently disagree.
@@ -169,6 +186,7 @@ class ImageFolderDataModule(LightningDataModule):
         auto_augment: str | None = None,
         crop_pct: float = 0.875,
         drop_last: bool = True,
+        device_normalize: bool = True,
     ) -> None:
         super().__init__()
         if mode not in MODES:
@@ -189,6 +207,7 @@ class ImageFolderDataModule(LightningDataModule):
         self.auto_augment = auto_augment
         self.crop_pct = crop_pct
         self.drop_last = drop_last
+        self.device_normalize = bool(device_normalize)
         self.train_dataset: ImageFolderDictDataset | None = None
         self.val_dataset: ImageFolderDictDataset | None = None
         self._classes: list[str] | None = None
@@ -207,12 +226,13 @@ class ImageFolderDataModule(LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_dataset is None:
             self.train_dataset = ImageFolderDictDataset(
-                self.root, self.train_split, build_train_transform(self.mode, self.size, self.auto_augment)
+                self.root, self.train_split, build_train_transform(self.mode, self.size, self.auto_augment,
+                                                             uint8=self.device_normalize)
             )
             self._classes = self.train_dataset.classes
         if stage in (None, "fit", "validate", "test") and self.val_dataset is None:
             val = ImageFolderDictDataset(
-                self.root, self.val_split, build_eval_transform(self.size, self.crop_pct)
+                self.root, self.val_split, build_eval_transform(self.size, self.crop_pct, uint8=self.device_normalize)
             )
             if self._classes is None and not (self.root / self.train_split).is_dir():
                 self._classes = val.classes  # evaluation-only copy of the dataset: val defines the classes
@@ -229,14 +249,13 @@ class ImageFolderDataModule(LightningDataModule):
     def _loader(self, dataset: ImageFolderDictDataset | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("ImageFolderDataModule: call setup() before requesting a dataloader")
-        return DataLoader(
+        return make_loader(
             dataset,
             batch_size=self.batch_size,
-            shuffle=train,
+            train=train,
             drop_last=train and self.drop_last,
             num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
-            persistent_workers=self.num_workers > 0,
+            pin_memory=None if self.pin_memory else False,  # True = pin when CUDA is available
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -248,3 +267,7 @@ class ImageFolderDataModule(LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         """ImageNet has no labelled test set: evaluate on the validation split."""
         return self._loader(self.val_dataset, train=False)
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        """uint8 images -> ImageNet-normalised fp32, batched on the batch's device."""
+        return imagenet_normalize(batch, keys=("image",)) if self.device_normalize else batch

@@ -58,6 +58,7 @@ from lightning.pytorch.utilities import CombinedLoader
 from torch.utils.data import DataLoader, Dataset
 
 from vitlab.core.data.constants import imagenet_normalize
+from vitlab.core.data.loader import make_loader
 from vitlab.core.data.sampling import EpochShuffleSampler, ResumableDataMixin
 
 __all__ = [
@@ -842,15 +843,14 @@ class SyntheticScenesDataModule(ResumableDataMixin, pl.LightningDataModule):
     def _loader(self, dataset: SyntheticScenes | None, train: bool) -> DataLoader:
         if dataset is None:
             raise RuntimeError("call `setup()` with the matching stage before asking for a dataloader")
-        return DataLoader(
+        return make_loader(
             dataset,
             batch_size=self.batch_size,
+            train=train,
             # train order depends only on (seed, epoch): a resumed run sees the same batches
             sampler=EpochShuffleSampler(len(dataset), seed=dataset.seed) if train else None,
-            drop_last=train,
             num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
+            seed=dataset.seed,
         )
 
     def train_dataloader(self):

@@ -97,6 +97,9 @@ class DPTHead(nn.Module):
         feature_dim: fusion width (256).
         last_dim: width before the final 1x1 conv (32).
         patch_size: backbone patch size (16); sets the post-processing factors (module docstring).
+        fp32_output: run the output block (the last three convolutions, at full resolution) in fp32 with
+            autocast off, so a regression output (disparity, depth) is not rounded to bf16 (8 mantissa bits:
+            0.5 px steps at a disparity of 100) under bf16-mixed (False; regression models set it).
 
     ``forward(features, image_size, return_features=False)``: ``features`` = 4 tensors ordered shallow -> deep,
     each ``(B, C_i, h, w)`` with ``(h, w) = image_size / patch_size`` or tokens ``(B, h*w, C_i)`` (reshaped, no
@@ -112,8 +115,10 @@ class DPTHead(nn.Module):
         feature_dim: int = 256,
         last_dim: int = 32,
         patch_size: int = 16,
+        fp32_output: bool = False,
     ) -> None:
         super().__init__()
+        self.fp32_output = bool(fp32_output)
         in_dims = [int(in_dims)] * 4 if isinstance(in_dims, int) else [int(d) for d in in_dims]
         layer_dims = [int(d) for d in layer_dims]
         if len(in_dims) != 4 or len(layer_dims) != 4:
@@ -170,7 +175,11 @@ class DPTHead(nn.Module):
         path = self.refinenet[3](layers[3])
         for i in (2, 1, 0):
             path = self.refinenet[i](path, layers[i])
-        out = self.head(path)
+        if self.fp32_output:
+            with torch.autocast(path.device.type, enabled=False):
+                out = self.head(path.float())
+        else:
+            out = self.head(path)
         if tuple(out.shape[-2:]) != (H, W):
             out = F.interpolate(out, size=(H, W), mode="bilinear", align_corners=False)
         return (out, path) if return_features else out

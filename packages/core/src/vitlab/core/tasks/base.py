@@ -22,7 +22,8 @@ from lightning.pytorch.cli import OptimizerCallable
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn
 
-from vitlab.core.optim import param_groups, warmup_cosine_scheduler
+from vitlab.core.optim import make_adamw, param_groups, warmup_cosine_scheduler
+from vitlab.core.perf import compile_regions
 from vitlab.core.restore import restoring, restoring_from_checkpoint
 from vitlab.core.tuner import Tuner, count_parameters
 
@@ -71,8 +72,9 @@ def set_rng_states(states: dict[str, Any]) -> None:
 
 
 def adamw(params) -> torch.optim.Optimizer:
-    """Default optimizer: AdamW with the MAE/CroCo betas; lr and weight decay come from the groups."""
-    return torch.optim.AdamW(params, betas=(0.9, 0.95))
+    """Default optimizer: AdamW with the MAE/CroCo betas, fused where the device has the kernel (CUDA,
+    CPU); lr and weight decay come from the groups."""
+    return make_adamw(params, betas=(0.9, 0.95))
 
 
 class VitlabModule(LightningModule):
@@ -91,8 +93,11 @@ class VitlabModule(LightningModule):
         warmup_epochs: linear warmup length in epochs (fractions allowed).
         warmup_steps: warmup length in optimizer steps; added to ``warmup_epochs``.
         min_lr: learning rate at the end of the cosine.
-        compile: ``torch.compile`` the network in place (GPU runs; off by default because each new input
-            shape costs a recompilation).
+        compile: ``torch.compile`` the network's transformer blocks and dense heads in place (regional
+            compilation, :func:`vitlab.core.perf.compile_regions`; GPU runs; off by default because each new
+            input shape costs a recompilation).
+        compile_options: ``torch.compile`` keyword arguments, e.g. ``{mode: max-autotune-no-cudagraphs}``
+            (default: none, i.e. inductor's default mode).
     """
 
     def __init__(
@@ -105,6 +110,7 @@ class VitlabModule(LightningModule):
         warmup_steps: int = 0,
         min_lr: float = 0.0,
         compile: bool = False,
+        compile_options: dict[str, Any] | None = None,
     ) -> None:
         super().__init__()
         self.optimizer_factory = _import_object(optimizer) if isinstance(optimizer, str) else optimizer
@@ -115,6 +121,7 @@ class VitlabModule(LightningModule):
         self.warmup_steps = warmup_steps
         self.min_lr = min_lr
         self.compile_model = compile
+        self.compile_options = dict(compile_options or {})
 
     def save_hparams(self, *module_args: str) -> None:
         """``save_hyperparameters`` that keeps checkpoints loadable both ways.
@@ -204,12 +211,25 @@ class VitlabModule(LightningModule):
         self._saved_rng_states = checkpoint.get("vitlab_rng_states")
 
     # -- Lightning ---------------------------------------------------------------------------------
+    #: show per-step training values in the progress bar. Off: Lightning converts every progress-bar
+    #: value with ``.item()`` after each step, a host sync that stalls a GPU pipeline; training values
+    #: still reach the logger every ``log_every_n_steps`` and validation values the progress bar.
+    step_prog_bar: bool = False
+
+    def log(self, name: str, value: Any, prog_bar: bool = False, *args: Any, **kwargs: Any) -> None:
+        """``LightningModule.log`` that keeps per-step training values out of the progress bar (see
+        :attr:`step_prog_bar`)."""
+        if (prog_bar and not self.step_prog_bar and kwargs.get("on_step") is not False
+                and self._trainer is not None and self.trainer.training):
+            prog_bar = False
+        super().log(name, value, prog_bar, *args, **kwargs)
+
     def configure_model(self) -> None:
+        """With ``compile``: compile every transformer block and dense head in place
+        (:func:`vitlab.core.perf.compile_regions`), so each code path that runs them — ``forward``,
+        ``forward_intermediates``, a method's encoder loop — runs compiled."""
         if self.compile_model and not getattr(self, "_compiled", False):
-            for name in ("backbone", "net", "encoder"):
-                mod = getattr(self, name, None)
-                if isinstance(mod, nn.Module):
-                    mod.compile()  # in place: keeps state-dict keys free of `_orig_mod.`
+            self.compiled_regions = compile_regions(self, **(self.compile_options or {}))
             self._compiled = True
 
     def _steps(self) -> tuple[int, int]:

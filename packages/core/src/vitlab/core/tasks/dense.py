@@ -182,21 +182,29 @@ class DepthEstimation(DenseTask):
         self.silog_lambda = silog_lambda
         self.val_metrics = DepthMetrics(min_depth, max_depth)
         self.test_metrics = DepthMetrics(min_depth, max_depth)
+        if hasattr(self.head, "fp32_output"):
+            self.head.fp32_output = True  # the regression output block runs in fp32 under bf16 autocast
 
     def forward(self, image: Tensor) -> Tensor:
         # fp32 even under bf16 autocast: depth is a regression target (SILog takes logs of it)
         return self.max_depth * torch.sigmoid(super().forward(image).float())
 
     def loss(self, out: Tensor, batch: dict[str, Tensor]) -> Tensor:
-        target = batch["depth"]
+        """Mean over valid pixels as masked sums (fixed shapes, no host sync); 0 with the graph kept (DDP)
+        on a batch without valid ground truth."""
+        out = out.float()
+        target = batch["depth"].float()
         valid = torch.isfinite(target) & (target > self.min_depth)
-        if not valid.any():
-            return out.sum() * 0.0  # keeps the graph (DDP) on a batch without ground truth
-        pred, gt = out[valid], target[valid]
+        w = valid.to(out.dtype)
+        n = w.sum()
+        denom = n.clamp(min=1.0)
+        gt = torch.where(valid, target, torch.ones_like(target))
         if self.loss_name == "l1":
-            return (pred - gt).abs().mean()
-        g = torch.log(pred.clamp(min=self.min_depth)) - torch.log(gt)
-        return 10.0 * torch.sqrt((g.pow(2).mean() - self.silog_lambda * g.mean().pow(2)).clamp(min=1e-8))
+            return ((out - gt).abs() * w).sum() / denom
+        g = (torch.log(out.clamp(min=self.min_depth)) - torch.log(gt)) * w
+        mean_g, mean_g2 = g.sum() / denom, g.pow(2).sum() / denom
+        silog = 10.0 * torch.sqrt((mean_g2 - self.silog_lambda * mean_g.pow(2)).clamp(min=1e-8))
+        return torch.where(n > 0, silog, out.sum() * 0.0)
 
     def update_metrics(self, metrics: Metric | MetricCollection, out: Tensor, batch: dict[str, Tensor]) -> None:
         metrics.update(out, batch["depth"])

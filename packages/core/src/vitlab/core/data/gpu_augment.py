@@ -1,0 +1,188 @@
+"""Batched photometric augmentation on the device: colour jitter, gamma, the stereo asymmetric colour, blur.
+
+A DataModule calls it from ``on_after_batch_transfer`` (training batches only, before normalisation), so the
+per-sample CPU work of the workers becomes a few batched kernels on the GPU; it runs on a CPU too.
+
+The colour law is CroCo-Stereo's (`naver/croco` ``stereoflow/augmentor.py``, the law of
+:class:`vitlab.stereo.StereoAugmentor`), drawn per image: with probability ``one_op_prob`` one colour op
+chosen at random, otherwise all five in a random order; each op then fires with probability ``op_prob``:
+contrast U(0.8, 1.2) (about the mean grey), gamma U(0.7, 1.5), brightness U(0.5, 2), hue U(+-0.1) of the
+hue circle, saturation U(0.8, 1.2). For stereo pairs the right view gets independently re-drawn parameters
+with probability ``asym_prob`` (asymmetric colour), else the left view's. An optional Gaussian blur
+(``blur_prob``, sigma U(``blur_sigma``)) follows.
+
+Every random number is drawn on the batch's device and every decision is a per-sample ``torch.where``, so
+the module never reads a value back to the host (kornia's augmentation containers do, about twenty times a
+batch, to validate and dispatch their parameters): the kernels are kornia's functional ``adjust_*`` ops and a
+separable per-sample Gaussian written here (kornia's ``gaussian_blur2d`` checks sigma on the host).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import kornia.enhance as KE
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+__all__ = ["BatchColorAugment", "gaussian_blur_per_sample", "COLOR_OPS"]
+
+#: the five colour ops, in the index order of the parameter tensors
+COLOR_OPS = ("contrast", "gamma", "brightness", "hue", "saturation")
+
+
+def gaussian_blur_per_sample(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
+    """Separable Gaussian blur of ``x`` (B, C, H, W) with one ``sigma`` (B,) per image (reflect padding)."""
+    if kernel_size % 2 == 0 or kernel_size < 3:
+        raise ValueError(f"kernel_size must be odd and >= 3, got {kernel_size}")
+    B, C, H, W = x.shape
+    t = torch.arange(kernel_size, device=x.device, dtype=x.dtype) - (kernel_size - 1) / 2
+    w = torch.exp(-t[None] ** 2 / (2 * sigma.to(x.dtype)[:, None] ** 2))
+    w = (w / w.sum(1, keepdim=True)).repeat_interleave(C, 0)  # (B*C, k)
+    r = kernel_size // 2
+    y = F.pad(x.reshape(1, B * C, H, W), (r, r, r, r), mode="reflect")
+    y = F.conv2d(y, w[:, None, None, :], groups=B * C)
+    y = F.conv2d(y, w[:, None, :, None], groups=B * C)
+    return y.reshape(B, C, H, W)
+
+
+class BatchColorAugment(nn.Module):
+    """Photometric augmentation of a dict batch, per image, on the batch's device (see the module docstring).
+
+    Args:
+        keys: image entries; with two keys the second is the right view of a stereo pair (asymmetric colour).
+        one_op_prob: probability of applying a single random op instead of all five in random order (0.5).
+        op_prob: probability that each selected op fires (0.5).
+        contrast, gamma, brightness, saturation: ranges of the factors ((0.8, 1.2), (0.7, 1.5), (0.5, 2.0),
+            (0.8, 1.2)).
+        hue: range of the hue shift as a fraction of the circle ((-0.1, 0.1)).
+        asym_prob: probability that the right view gets its own parameters (0.5; stereo only).
+        right_saturation: saturation range of re-drawn right-view parameters (default = ``saturation``).
+        blur_prob: probability of a Gaussian blur per image (0 = off).
+        blur_sigma: range of its sigma in pixels ((0.1, 2.0)); blur_kernel: odd kernel size (5).
+        p: probability that an image is augmented at all (1.0).
+
+    Images may be uint8 (0..255) or float in [0, 1]; the output is float in [0, 1] (normalise afterwards).
+    Other batch entries (disparity, labels ...) pass through untouched.
+    """
+
+    def __init__(
+        self,
+        keys: Sequence[str] = ("image", "right"),
+        one_op_prob: float = 0.5,
+        op_prob: float = 0.5,
+        contrast: Sequence[float] = (0.8, 1.2),
+        gamma: Sequence[float] = (0.7, 1.5),
+        brightness: Sequence[float] = (0.5, 2.0),
+        hue: Sequence[float] = (-0.1, 0.1),
+        saturation: Sequence[float] = (0.8, 1.2),
+        asym_prob: float = 0.5,
+        right_saturation: Sequence[float] | None = None,
+        blur_prob: float = 0.0,
+        blur_sigma: Sequence[float] = (0.1, 2.0),
+        blur_kernel: int = 5,
+        p: float = 1.0,
+    ) -> None:
+        super().__init__()
+        keys = tuple(keys)
+        if not 1 <= len(keys) <= 2:
+            raise ValueError(f"BatchColorAugment: keys must name one image or a stereo pair, got {keys}")
+        for name, v in (("one_op_prob", one_op_prob), ("op_prob", op_prob), ("asym_prob", asym_prob),
+                        ("blur_prob", blur_prob), ("p", p)):
+            if not 0.0 <= v <= 1.0:
+                raise ValueError(f"BatchColorAugment: {name} must be in [0, 1], got {v}")
+        ranges = {"contrast": contrast, "gamma": gamma, "brightness": brightness, "hue": hue,
+                  "saturation": saturation, "blur_sigma": blur_sigma}
+        for name, r in ranges.items():
+            if len(r) != 2 or r[0] > r[1]:
+                raise ValueError(f"BatchColorAugment: {name} must be a (low, high) range, got {tuple(r)}")
+        if gamma[0] <= 0 or blur_sigma[0] <= 0:
+            raise ValueError("BatchColorAugment: gamma and blur_sigma must be positive")
+        self.keys = keys
+        self.one_op_prob, self.op_prob, self.asym_prob, self.p = one_op_prob, op_prob, asym_prob, p
+        self.blur_prob, self.blur_kernel = blur_prob, int(blur_kernel)
+        self.blur_sigma = (float(blur_sigma[0]), float(blur_sigma[1]))
+        lo = [contrast[0], gamma[0], brightness[0], hue[0], saturation[0]]
+        hi = [contrast[1], gamma[1], brightness[1], hue[1], saturation[1]]
+        rs = tuple(right_saturation) if right_saturation is not None else tuple(saturation)
+        self.register_buffer("lo", torch.tensor([lo, lo[:4] + [rs[0]]], dtype=torch.float32), persistent=False)
+        self.register_buffer("hi", torch.tensor([hi, hi[:4] + [rs[1]]], dtype=torch.float32), persistent=False)
+
+    # ------------------------------------------------------------------ parameters
+    def sample(self, batch: int, device, right: bool = False) -> dict[str, Tensor]:
+        """Per-image parameters: ``order`` (B, 5) op indices per slot, ``active`` (B, 5) bool per slot,
+        ``values`` (B, 5) factor per op (index order :data:`COLOR_OPS`), ``blur`` (B,) bool, ``sigma`` (B,)."""
+        r = int(right)
+        order = torch.argsort(torch.rand(batch, 5, device=device), dim=1)
+        one = torch.rand(batch, 1, device=device) < self.one_op_prob
+        slot = torch.arange(5, device=device)[None]
+        fire = torch.rand(batch, 5, device=device) < self.op_prob
+        keep = torch.rand(batch, 1, device=device) < self.p
+        active = fire & (~one | (slot == 0)) & keep
+        lo, hi = self.lo[r].to(device), self.hi[r].to(device)
+        values = lo + (hi - lo) * torch.rand(batch, 5, device=device)
+        s0, s1 = self.blur_sigma
+        blur = (torch.rand(batch, device=device) < self.blur_prob) & keep[:, 0]
+        sigma = s0 + (s1 - s0) * torch.rand(batch, device=device)
+        return {"order": order, "active": active, "values": values, "blur": blur, "sigma": sigma}
+
+    @staticmethod
+    def mix(a: dict[str, Tensor], b: dict[str, Tensor], take_b: Tensor) -> dict[str, Tensor]:
+        """Per image: parameters of ``b`` where ``take_b`` (B,) else of ``a``."""
+        out = {}
+        for k in a:
+            m = take_b.reshape(-1, *([1] * (a[k].ndim - 1)))
+            out[k] = torch.where(m, b[k], a[k])
+        return out
+
+    # ------------------------------------------------------------------ application
+    @staticmethod
+    def _op(x: Tensor, op: int, v: Tensor) -> Tensor:
+        if op == 0:
+            return KE.adjust_contrast_with_mean_subtraction(x, v)
+        if op == 1:
+            return KE.adjust_gamma(x, v)
+        if op == 2:
+            return x * v[:, None, None, None]
+        if op == 3:
+            return KE.adjust_hue(x, v * (2 * math.pi))
+        return KE.adjust_saturation(x, v)
+
+    def apply(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """Augment images ``x`` (B, 3, H, W) in [0, 1] with ``params`` from :meth:`sample`."""
+        order, active, values = params["order"], params["active"], params["values"]
+        for k in range(5):
+            for op in range(5):
+                m = active[:, k] & (order[:, k] == op)
+                x = torch.where(m[:, None, None, None], self._op(x, op, values[:, op]).clamp(0, 1), x)
+        if self.blur_prob > 0:
+            blurred = gaussian_blur_per_sample(x, params["sigma"], self.blur_kernel)
+            x = torch.where(params["blur"][:, None, None, None], blurred, x)
+        return x.clamp(0, 1)
+
+    @staticmethod
+    def _as_float(x: Tensor) -> Tensor:
+        if x.dtype == torch.uint8:
+            return x.float().div_(255.0)
+        if not x.is_floating_point():
+            raise TypeError(f"BatchColorAugment: images must be uint8 or float, got {x.dtype}")
+        return x.float()
+
+    @torch.no_grad()
+    def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        for k in self.keys:
+            if k not in batch:
+                raise KeyError(f"BatchColorAugment: batch has no {k!r} entry (keys: {sorted(batch)})")
+        out = dict(batch)
+        left = self._as_float(batch[self.keys[0]])
+        B, device = left.shape[0], left.device
+        p_left = self.sample(B, device)
+        out[self.keys[0]] = self.apply(left, p_left)
+        if len(self.keys) == 2:
+            right = self._as_float(batch[self.keys[1]])
+            asym = torch.rand(B, device=device) < self.asym_prob
+            p_right = self.mix(p_left, self.sample(B, device, right=True), asym)
+            out[self.keys[1]] = self.apply(right, p_right)
+        return out

@@ -1,0 +1,131 @@
+"""The one loader helper: worker seeding per (run seed, worker, rank), pinning, persistence, and its use by
+every DataModule."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import Dataset
+
+from vitlab.core.data import SyntheticScenesDataModule
+from vitlab.core.data.imagefolder import ImageFolderDataModule
+from vitlab.core.data.loader import make_loader, seed_worker, worker_seeds
+from vitlab.core.data.sampling import EpochShuffleSampler
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+class _Draws(Dataset):
+    """Each item: the worker id and one draw from torch, numpy and Python RNGs."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, i: int):
+        info = torch.utils.data.get_worker_info()
+        return torch.tensor([float(info.id if info else -1), torch.rand(()).item(), float(np.random.rand()),
+                             random.random()], dtype=torch.float64)
+
+
+def _draws(loader) -> dict[int, tuple]:
+    out = {}
+    for b in loader:  # batch_size 1: one row per item
+        wid = int(b[0, 0])
+        out.setdefault(wid, tuple(b[0, 1:].tolist()))
+    return out
+
+
+def test_worker_seeds_are_distinct_per_worker_and_rank_and_reproducible():
+    seeds = {(w, r): worker_seeds(7, w, r) for w in range(4) for r in range(3)}
+    torch_seeds = [s[0] for s in seeds.values()]
+    py_seeds = [s[2] for s in seeds.values()]
+    assert len(set(torch_seeds)) == 12 and len(set(py_seeds)) == 12
+    assert len({tuple(s[1]) for s in seeds.values()}) == 12
+    assert worker_seeds(7, 1, 2)[0] == seeds[(1, 2)][0]  # same triple, same seeds
+    assert worker_seeds(8, 1, 2)[0] != seeds[(1, 2)][0]  # run seed matters
+    assert all(0 <= s < 2**63 for s in torch_seeds)
+
+
+def test_workers_draw_different_numbers_and_runs_repeat(monkeypatch):
+    monkeypatch.setenv("RANK", "0")
+    first = _draws(make_loader(_Draws(), batch_size=1, train=False, num_workers=2, seed=3, pin_memory=False))
+    again = _draws(make_loader(_Draws(), batch_size=1, train=False, num_workers=2, seed=3, pin_memory=False))
+    assert set(first) == {0, 1}
+    for k in range(3):  # torch, numpy, python: different per worker
+        assert first[0][k] != first[1][k]
+    assert first == again  # same run seed -> same streams
+    monkeypatch.setenv("RANK", "1")
+    other_rank = _draws(make_loader(_Draws(), batch_size=1, train=False, num_workers=2, seed=3, pin_memory=False))
+    assert all(other_rank[w][k] != first[w][k] for w in (0, 1) for k in range(3))
+
+
+def test_seed_worker_seeds_all_three_generators():
+    seed_worker(5, 0)(1)
+    a = (torch.rand(()).item(), np.random.rand(), random.random())
+    seed_worker(5, 0)(1)
+    b = (torch.rand(()).item(), np.random.rand(), random.random())
+    assert a == b
+
+
+def test_loader_defaults():
+    ds = list(range(10))
+    train = make_loader(ds, batch_size=3, train=True, num_workers=2)
+    assert train.drop_last and train.pin_memory == torch.cuda.is_available()
+    assert train.persistent_workers and isinstance(train.worker_init_fn, seed_worker)
+    assert isinstance(train.sampler, torch.utils.data.RandomSampler)
+    ev = make_loader(ds, batch_size=3, train=False)
+    assert not ev.drop_last and not ev.persistent_workers and ev.worker_init_fn is None
+    assert isinstance(ev.sampler, torch.utils.data.SequentialSampler)
+    s = make_loader(ds, batch_size=3, train=True, sampler=EpochShuffleSampler(10, seed=1))
+    assert isinstance(s.sampler, EpochShuffleSampler)
+    with pytest.raises(ValueError, match="sampler or shuffle"):
+        make_loader(ds, batch_size=3, train=True, sampler=EpochShuffleSampler(10), shuffle=True)
+    with pytest.raises(ValueError, match="batch_size"):
+        make_loader(ds, batch_size=0, train=True)
+
+
+def _check(loader, workers: int) -> None:
+    assert loader.pin_memory == torch.cuda.is_available()
+    assert loader.persistent_workers == (workers > 0)
+    assert isinstance(loader.worker_init_fn, seed_worker) == (workers > 0)
+
+
+def test_every_datamodule_builds_its_loaders_with_the_helper(tmp_path):
+    syn = SyntheticScenesDataModule(size=32, batch_size=2, num_workers=2, train_samples=4, val_samples=2)
+    syn.setup("fit")
+    _check(syn.train_dataloader(), 2)
+    _check(syn.val_dataloader(), 2)
+    assert isinstance(syn.train_dataloader().sampler, EpochShuffleSampler)
+
+    img = ImageFolderDataModule(str(DATA / "imagefolder"), size=32, batch_size=2, num_workers=2)
+    img.setup("fit")
+    _check(img.train_dataloader(), 2)
+    _check(img.val_dataloader(), 2)
+
+    from vitlab.stereo import StereoDataModule
+
+    class _Pairs(Dataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return {"image": torch.zeros(3, 32, 32), "right": torch.zeros(3, 32, 32),
+                    "disparity": torch.zeros(1, 32, 32)}
+
+    st = StereoDataModule(train_datasets=[_Pairs()], val_datasets=[_Pairs()], crop_size=[32, 32], batch_size=2,
+                          num_workers=1)
+    _check(st.train_dataloader(), 1)
+    _check(st.val_dataloader(), 1)
+    assert isinstance(st.train_dataloader().sampler, EpochShuffleSampler)
+
+    from vitlab.pretrain import PseudoDepthFolderDataModule
+
+    for sub in ("rgb", "depth"):
+        (tmp_path / "train" / sub).mkdir(parents=True)
+    pd = PseudoDepthFolderDataModule(str(tmp_path), size=32, batch_size=1, num_workers=1)
+    assert pd._loader(list(range(2)), True).worker_init_fn is not None
+    _check(pd._loader(list(range(2)), False), 1)
