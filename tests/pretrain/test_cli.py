@@ -56,9 +56,9 @@ def test_config_fits_and_loss_falls(config, tmp_path):
     orig = model.training_step
 
     def training_step(batch, *args):
-        loss = orig(batch, *args)
-        losses.append(float(loss.detach()))
-        return loss
+        out = orig(batch, *args)
+        losses.append(float(out["loss"].detach()))
+        return out
 
     model.training_step = training_step
     cli.trainer.fit(model, datamodule=cli.datamodule)

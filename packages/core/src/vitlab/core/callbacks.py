@@ -182,8 +182,10 @@ class PlainProgressBar(ProgressBar):
     def _line(self, trainer: Trainer, pl_module: LightningModule, what: str) -> None:
         if not self._enabled or not trainer.is_global_zero:
             return
-        metrics = self.get_metrics(trainer, pl_module)
-        metrics.pop("v_num", None)
+        # callback_metrics hold every logged value (the progress-bar dict keeps only prog_bar ones); read only
+        # on the steps a line is printed
+        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+                   if hasattr(v, "numel") and v.numel() == 1}
         shown = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(metrics.items()))
         total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else "?"
         print(f"[epoch {trainer.current_epoch} step {trainer.global_step}/{total}] {what}  {shown}", flush=True)
