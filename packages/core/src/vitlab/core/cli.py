@@ -43,6 +43,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from vitlab.core import runs
 from vitlab.core.callbacks import NonFiniteGuard, PlainProgressBar
 from vitlab.core.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
+from vitlab.core.perf import configure_cuda_fast_paths
 from vitlab.core.plugins import check_config_plugins
 from vitlab.core.restore import restoring_from_checkpoint
 from vitlab.core.writers import DensePredictionWriter
@@ -332,6 +333,7 @@ def build_cli(args: ArgsType = None, run: bool = True) -> VitlabCLI:
     check_config_plugins(args)  # a class of an uninstalled vitlab package: one line naming the distribution
     configure_wandb_mode()
     _silence_known_noise()
+    configure_cuda_fast_paths()  # TF32 matmuls / cuDNN autotuning on CUDA; nothing on CPU
     return VitlabCLI(args=args, run=run)
 
 
