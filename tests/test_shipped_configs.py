@@ -15,6 +15,7 @@ counts, output folders and dataset sizes:
         roots: {data/nyu: tests/data/nyu}                   #   data roots replaced in the config's text
         replace: {"size: F": "size: H"}                     #   other text (fixture resolutions) replaced
         base: quickstart.yaml                               #   an overlay applied on top of this config
+        xfail: "why it cannot fit yet"                      #   a known failure, reported as xfail (strict)
 
 A config without an entry fails :func:`test_every_config_has_an_entry`, so no config ships untested.
 Real-data recipes point at the tiny real-format fixtures under ``tests/data/``.
@@ -121,7 +122,13 @@ def fit_args(name: str, tmp_path: Path) -> list[str]:
     return args + [str(a) for a in spec.get("args") or []]
 
 
-@pytest.mark.parametrize("name", sorted(ENTRIES))
+def _cases():
+    for name in sorted(ENTRIES):
+        reason = ENTRIES[name].get("xfail")
+        yield pytest.param(name, marks=pytest.mark.xfail(reason=reason, strict=True)) if reason else name
+
+
+@pytest.mark.parametrize("name", list(_cases()))
 def test_config_fits_as_shipped(name, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     for key in ("WANDB_DISABLE_GIT", "WANDB_DISABLE_CODE", "WANDB__DISABLE_STATS", "WANDB__DISABLE_META"):
