@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch._dynamo
 from lightning.pytorch import LightningDataModule, Trainer
+from lightning.pytorch.loggers import CSVLogger
 from timm.models.vision_transformer import Block
 from torch._dynamo.utils import counters
 from torch.utils.data import DataLoader, Dataset
@@ -136,12 +137,12 @@ def _stereo():
 
 @pytest.mark.slow
 @pytest.mark.parametrize("build", [_mae, _depth, _stereo], ids=["mae", "depth", "stereo_rope"])
-def test_compiled_fit_runs_compiled_blocks_without_graph_breaks(build):
+def test_compiled_fit_runs_compiled_blocks_without_graph_breaks(build, tmp_path):
     torch._dynamo.reset()
     counters.clear()
     torch.manual_seed(0)
     module, make = build()
-    trainer = Trainer(accelerator="cpu", devices=1, max_steps=2, limit_val_batches=0, logger=False,
+    trainer = Trainer(accelerator="cpu", devices=1, max_steps=2, limit_val_batches=0, logger=CSVLogger(tmp_path),
                       enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False)
     trainer.fit(module, datamodule=_DM(make))
     assert trainer.global_step == 2

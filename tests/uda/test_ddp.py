@@ -5,6 +5,7 @@ from __future__ import annotations
 import lightning.pytorch as pl
 import pytest
 import torch
+from lightning.pytorch.loggers import CSVLogger
 
 from vitlab.core import MiT
 from vitlab.core.data import SyntheticScenesDataModule
@@ -30,7 +31,7 @@ def test_dacs_ranks_agree(tmp_path):
                  pl_crop_bottom=0, fd_lambda=0.0, mic=True, mic_block_size=8, head_kwargs={"embed_dim": 16})
     dm = SyntheticScenesDataModule(modalities=["image", "semantic"], size=32, batch_size=2, train_samples=8,
                                    val_samples=2, domain="source", target_domain="target")
-    trainer = pl.Trainer(max_steps=2, accelerator="cpu", devices=2, strategy="ddp_spawn", logger=False,
+    trainer = pl.Trainer(max_steps=2, accelerator="cpu", devices=2, strategy="ddp_spawn", logger=CSVLogger(tmp_path),
                          enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
                          num_sanity_val_steps=0, check_val_every_n_epoch=10_000, callbacks=[_Dump(tmp_path)],
                          default_root_dir=tmp_path)
