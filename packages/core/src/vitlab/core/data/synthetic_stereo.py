@@ -255,8 +255,10 @@ class SyntheticStereo(SyntheticScenes):
         sat = np.repeat(0.9 * us, 2)
         val = np.repeat(0.35 + 0.65 * uv, 2)
         dh = np.repeat(dh, 2)
-        hue[1::2] += 0.1  # second part: another tint and value, as in SyntheticScenes
-        val[1::2] *= 0.75
+        # second part (objects only): another tint and value with the same marginal law, so that being
+        # an object, hence nearer than the background, does not make a pixel darker on average
+        hue[1::2] += 0.1
+        val[1::2] = 0.35 + 0.65 * np.mod(uv + 0.5, 1.0)
         light = _hsv_to_rgb(hue, sat, val)
         dark = _hsv_to_rgb(hue + 0.3 * (dh - 0.5), sat, val * (0.05 + 0.35 * dh))
         return dark.astype(np.float32), (light - dark).astype(np.float32)
