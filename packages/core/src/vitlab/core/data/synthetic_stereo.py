@@ -47,18 +47,18 @@ import numpy as np
 
 from vitlab.core.data.synthetic import (
     _RIGHT_OCCLUSION_TOL,
+    _RING,
+    _STAR,
+    _TEX_N,
     FAMILIES,
+    SyntheticScenes,
+    SyntheticScenesDataModule,
+    _check_int,
     _hsv_to_rgb,
     _Layer,
     _prime_malloc,
-    _Scene,
-    _check_int,
-    _RING,
     _sample_noise,
-    _STAR,
-    _TEX_N,
-    SyntheticScenes,
-    SyntheticScenesDataModule,
+    _Scene,
 )
 
 __all__ = ["STEREO_MODALITIES", "SyntheticStereo", "SyntheticStereoDataModule"]
@@ -276,7 +276,7 @@ class SyntheticStereo(SyntheticScenes):
         """Sample the view at rows ``y + dy`` (linear, edge rows repeated)."""
         ys = np.clip(np.arange(self.height, dtype=np.float32) + np.float32(dy), 0, self.height - 1)
         y0 = np.minimum(np.floor(ys).astype(np.int64), self.height - 2)
-        wgt = (ys - y0)[None, :, None]
+        wgt = (ys - y0).astype(np.float32)[None, :, None]
         return img[:, y0] * (1 - wgt) + img[:, y0 + 1] * wgt
 
     def render(self, index: int) -> dict[str, np.ndarray]:
