@@ -15,13 +15,13 @@ Scene model (every draw comes from ``np.random.default_rng([seed, index])``)
 * Camera: focal ``f = W * U(0.6, 1.6)`` (horizontal field of view ~35-80 degrees) and ``f * B`` drawn so that
   the nearest allowed depth ``Z = 1`` has disparity ``max_disparity * U(0.25, 1)``; disparity is ``f B / Z``.
 * Depths: objects at ``Z ~ U(1, z_far)`` with ``z_far ~ U(3, 8)``; uniform depth gives the long tail of
-  disparity (density ~ 1/d^2) seen in FlyingThings3D, whose disparities mostly lie below ~100 px with a
-  tail past 192 px at 960 px width. ``max_disparity`` defaults to ``192 * W / 512``.
+  disparity (density ~ 1/d^2), as in FlyingThings3D, whose tail runs past 192 px at 960 px width (the
+  standard SceneFlow protocol masks |d| >= 192). ``max_disparity`` defaults to ``192 * W / 512``.
 * Background: two large planes at ``Z ~ z_far * U(1, 1.5)``, random tilt (<= 50 degrees) and azimuth; the
   nearer one is visible at each pixel, so the background is a random ridge, not a ground/wall layout.
 * Objects: ``min_objects``..``max_objects`` of five shape families, random in-plane rotation, aspect and
   slant (60 % tilted by up to 60 degrees), centred anywhere in the frame. Their image size is drawn
-  log-uniformly (4-35 % of the short side) **independently of depth**, as are their image position,
+  log-uniformly (radius 4-35 % of the short side) **independently of depth**, as are their image position,
   texture and colour: size, row, brightness and texture frequency carry no information about disparity.
 * Textures (in left-image coordinates, shared exactly by both views): stripes, checkers, rings,
   1/f fractal noise (the power spectrum of natural images) and turbulence "marble", each with random
@@ -83,10 +83,11 @@ class SyntheticStereo(SyntheticScenes):
         size: ``(H, W)`` or one int.
         seed: scene stream; sample ``i`` is a pure function of ``(seed, i)`` and the arguments below.
         modalities: subset of :data:`STEREO_MODALITIES` (default: image, right, disparity, occlusion).
-        min_objects, max_objects: objects per scene (1 <= min <= max <= 40). FlyingThings3D scenes hold
-            roughly 5-20 objects; the defaults 6-16 keep 64x128 frames cluttered but not fully covered.
-        max_disparity: largest disparity in pixels; ``None`` = ``192 * W / 512`` (FlyingThings3D's usual
-            evaluation cap, scaled with width). At most ``W / 2``.
+        min_objects, max_objects: objects per scene (1 <= min <= max <= 40). FlyingThings3D scenes are
+            cluttered; the defaults 6-16 (a choice, not a FlyingThings3D figure) keep 64x128 frames
+            cluttered but not fully covered.
+        max_disparity: largest disparity in pixels; ``None`` = ``192 * W / 512`` (the SceneFlow evaluation
+            cap at 960 px, applied at 512 px and scaled with width). At most ``W / 2``.
         photometric: independent exposure (x U(0.75, 1.33) log-uniform), white balance (x U(0.95, 1.05) per
             channel), gamma (U(0.75, 1.33) log-uniform) and noise (std U(0, 0.02)) per view. Off gives
             views that agree exactly at corresponding points (up to resampling).
@@ -116,7 +117,8 @@ class SyntheticStereo(SyntheticScenes):
         bad = [m for m in modalities if m not in STEREO_MODALITIES]
         if bad or not modalities:
             raise ValueError(
-                f"`modalities` must be a non-empty subset of {list(STEREO_MODALITIES)}, got {list(modalities)}"
+                f"`modalities` must be a non-empty subset of {list(STEREO_MODALITIES)}, "
+                f"got {list(modalities)}"
             )
         super().__init__(num_samples=num_samples, size=size, seed=seed, modalities=list(modalities))
         self.min_objects = _check_int("min_objects", min_objects, 1)
@@ -221,7 +223,9 @@ class SyntheticStereo(SyntheticScenes):
         }
 
     # ------------------------------------------------------------------ appearance
-    def _texture(self, layer: _Layer, x: np.ndarray, y: np.ndarray, d: np.ndarray, target: bool) -> np.ndarray:
+    def _texture(
+        self, layer: _Layer, x: np.ndarray, y: np.ndarray, d: np.ndarray, target: bool
+    ) -> np.ndarray:
         """``SyntheticScenes`` patterns plus 1/f fractal noise and turbulence marble, in ~[0, 1]."""
         t = layer.tex
         if t["kind"] < _FRACTAL:
@@ -266,7 +270,8 @@ class SyntheticStereo(SyntheticScenes):
     def _photometric(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Exposure, white balance, gamma and sensor noise for one view (in place)."""
         g = rng.random(6)
-        img *= (np.float32(0.75 * (4.0 / 3.0 / 0.75) ** g[0]) * (0.95 + 0.1 * g[1:4])).astype(np.float32)[:, None, None]
+        gain = 0.75 * (4.0 / 3.0 / 0.75) ** g[0] * (0.95 + 0.1 * g[1:4])  # exposure x white balance
+        img *= gain.astype(np.float32)[:, None, None]
         np.clip(img, 0.0, 1.0, out=img)
         np.power(img, np.float32(0.75 * (4.0 / 3.0 / 0.75) ** g[4]), out=img)
         img += rng.standard_normal(img.shape, dtype=np.float32) * np.float32(0.02 * g[5])
@@ -340,7 +345,9 @@ class SyntheticStereoDataModule(SyntheticScenesDataModule):
         vertical_shift: float = 0.0,
     ) -> None:
         pl.LightningDataModule.__init__(self)
-        self._set_split_args(batch_size, num_workers, train_samples, val_samples, test_samples, predict_samples)
+        self._set_split_args(
+            batch_size, num_workers, train_samples, val_samples, test_samples, predict_samples
+        )
         self.target_domain = None
         self.normalize = bool(normalize)
         self.seed = seed
