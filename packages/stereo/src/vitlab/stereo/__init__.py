@@ -23,6 +23,14 @@ from vitlab.stereo.losses import (
 )
 from vitlab.stereo.metrics import StereoMetrics
 from vitlab.stereo.model import PRESETS, BinocularViT, croco_hooks, decoder_hooks, patchify, unpatchify
+from vitlab.stereo.predict import (
+    StereoImagePairs,
+    StereoPairsDataModule,
+    predict_disparity,
+    read_stereo_image,
+    resolve_pairs,
+    suggest_scale,
+)
 from vitlab.stereo.tasks import MaDisStereo, StereoMatching, UniTTStereo, random_token_mask, sample_mask_ratio
 from vitlab.stereo.tiling import confidence_weight, tile_offsets, tiled_predict
 from vitlab.stereo.writer import StereoPredictionWriter
@@ -45,7 +53,9 @@ __all__ = [
     "StereoL1Loss",
     "StereoMatching",
     "StereoMetrics",
+    "StereoImagePairs",
     "StereoPairs",
+    "StereoPairsDataModule",
     "StereoPredictionWriter",
     "UniTTStereo",
     "confidence_weight",
@@ -53,8 +63,12 @@ __all__ = [
     "decoder_hooks",
     "feature_warp_consistency",
     "patchify",
+    "predict_disparity",
     "random_token_mask",
+    "read_stereo_image",
+    "resolve_pairs",
     "sample_mask_ratio",
+    "suggest_scale",
     "tile_offsets",
     "tiled_predict",
     "unpatchify",

@@ -117,6 +117,29 @@ class StereoMatching(VitlabModule):
         self.val_metrics, self.val_metrics_noc = StereoMetrics(**mk), StereoMetrics(**mk)
         self.test_metrics, self.test_metrics_noc = StereoMetrics(**mk), StereoMetrics(**mk)
 
+        self.train_max_disparity: float | None = None
+
+    # ------------------------------------------------------------------ trained disparity range
+    def on_fit_start(self) -> None:
+        """Remember the largest disparity of the training data when the DataModule states it
+        (``SyntheticStereoDataModule.max_disparity``); it is stored in the checkpoint (``train_max_disparity``)
+        so inference can pick a ``scale`` (:func:`vitlab.stereo.suggest_scale`)."""
+        super().on_fit_start()
+        dm = getattr(self.trainer, "datamodule", None)
+        value = getattr(dm, "max_disparity", None)
+        if isinstance(value, (int, float)) and value > 0:
+            self.train_max_disparity = float(value)
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        if self.train_max_disparity is not None:
+            checkpoint["train_max_disparity"] = self.train_max_disparity
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        super().on_load_checkpoint(checkpoint)
+        value = checkpoint.get("train_max_disparity")
+        self.train_max_disparity = float(value) if value is not None else None
+
     # ------------------------------------------------------------------ inference
     def forward(self, left: Tensor, right: Tensor) -> Tensor:
         return self.net(left, right)
@@ -131,13 +154,34 @@ class StereoMatching(VitlabModule):
         return self.net(left, right)[..., :H, :W]
 
     @torch.no_grad()
-    def predict_disparity(self, left: Tensor, right: Tensor) -> tuple[Tensor, Tensor]:
-        """``(disparity (B, 1, H, W), confidence weight (B, 1, H, W))`` with tiling when ``tile_size`` is set."""
-        if self.tile_size is not None:
-            return tiled_predict(self.net, left, right, self.tile_size, self.tile_overlap, self.conf_mode,
-                                 upscale_rule=self.upscale_rule)
-        out = self.forward_padded(left, right)
-        return out[:, :1], confidence_weight(out[:, 1:2], self.conf_mode)
+    def predict_disparity(self, left: Tensor, right: Tensor, scale: float = 1.0,
+                          tiled: bool | None = None) -> tuple[Tensor, Tensor]:
+        """``(disparity (B, 1, H, W), confidence weight (B, 1, H, W))`` of normalised views.
+
+        ``tiled``: ``None`` = tiles when ``tile_size`` is set, ``True`` = tiles of ``tile_size`` (or the
+        network's ``img_size``), ``False`` = one full-frame forward. ``scale``: the network sees both views
+        resized by ``scale``; the output comes back at ``H x W``, disparity times ``W / w``
+        (see :mod:`vitlab.stereo.predict`).
+        """
+        from .predict import rescale_views, restore_disparity
+
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale!r}")
+        size = left.shape[-2:]
+        left, right = rescale_views(left, right, scale)
+        if tiled is None:
+            tiled = self.tile_size is not None
+        if tiled:
+            tile = self.tile_size or [g * self.net.patch_size for g in self.net.encoder.grid_size]
+            disp, conf = tiled_predict(self.net, left, right, tile, self.tile_overlap, self.conf_mode,
+                                       upscale_rule=self.upscale_rule)
+        else:
+            out = self.forward_padded(left, right).float()
+            disp, conf = out[:, :1], confidence_weight(out[:, 1:2], self.conf_mode)
+        if tuple(disp.shape[-2:]) != tuple(size):
+            conf = F.interpolate(conf, size=tuple(size), mode="bilinear", align_corners=False)
+            disp = restore_disparity(disp, tuple(size))
+        return disp, conf
 
     # ------------------------------------------------------------------ steps
     def disparity_loss(self, out: Tensor, batch: dict[str, Tensor]) -> Tensor:
@@ -194,7 +238,9 @@ class StereoMatching(VitlabModule):
         self._log_metrics("test")
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
-        disp, conf = self.predict_disparity(batch["image"], batch["right"])
+        scale = batch.get("scale")  # StereoPairsDataModule(scale=...): one value for the whole set
+        scale = 1.0 if scale is None else float(scale[0] if torch.is_tensor(scale) and scale.ndim else scale)
+        disp, conf = self.predict_disparity(batch["image"], batch["right"], scale=scale)
         out = {"disparity": disp, "confidence": conf}
         for key in ("index", "name"):
             if key in batch:

@@ -1,0 +1,327 @@
+"""Inference on one's own image pairs: ``vitlab predict`` over globs or a pairs file, and one Python call.
+
+* :class:`StereoPairsDataModule` (``--data vitlab.stereo.StereoPairsDataModule --data.left 'dir/*_L.png'
+  --data.right 'dir/*_R.png'`` or ``--data.pairs pairs.txt``) reads any pair of same-size images: odd sizes,
+  greyscale (replicated to 3 channels), 16-bit, RGBA (alpha dropped), multi-megapixel.
+* :func:`predict_disparity` (``predict_disparity(model, left, right) -> (H, W) float32``) takes file paths,
+  PIL images, ``(H, W[, C])`` arrays or ``(C, H, W)`` tensors and a :class:`StereoMatching` module or its
+  checkpoint.
+* ``scale`` runs the network on both views resized by ``scale`` (antialiased bilinear) and brings the
+  disparity back to the input's ``H x W`` (bilinear), multiplied by the x-factor ``W / w`` (= ``1 / scale``
+  when ``W * scale`` is whole). A network covers the disparities it was trained on: pick
+  ``scale = trained max disparity / largest disparity in your frames`` (:func:`suggest_scale`).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from vitlab.core.data.constants import IMAGENET_MEAN, IMAGENET_STD
+from vitlab.core.data.io import DatasetFormatError, open_image
+
+from .data import StereoDataModule, StereoPairs
+
+__all__ = [
+    "StereoImagePairs",
+    "StereoPairsDataModule",
+    "predict_disparity",
+    "read_stereo_image",
+    "resolve_pairs",
+    "suggest_scale",
+]
+
+ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
+
+_WHAT = "an RGB, RGBA, greyscale (8- or 16-bit) or palette image"
+
+
+# ---------------------------------------------------------------------------------------------------- images
+def _array_to_chw(a: np.ndarray, what: str) -> torch.Tensor:
+    """``(H, W)``, ``(H, W, 1|3|4)`` array -> float32 ``(3, H, W)`` in [0, 1] (by dtype: uint8 /255, uint16
+    /65535, float kept)."""
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[-1] not in (1, 2, 3, 4):
+        raise ValueError(f"{what}: expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {a.shape}")
+    if a.shape[-1] in (2, 4):  # grey+alpha / RGBA: drop alpha
+        a = a[..., :-1]
+    if a.dtype == np.uint8:
+        x = torch.from_numpy(np.array(a, copy=True)).float().div_(255.0)
+    elif a.dtype == np.uint16:
+        x = torch.from_numpy(a.astype(np.float32)).div_(65535.0)
+    elif np.issubdtype(a.dtype, np.floating):
+        x = torch.from_numpy(a.astype(np.float32))
+    else:
+        raise ValueError(f"{what}: unsupported dtype {a.dtype}; expected uint8, uint16 or float in [0, 1]")
+    x = x.permute(2, 0, 1)
+    return x.expand(3, -1, -1).contiguous() if x.shape[0] == 1 else x.contiguous()
+
+
+def read_stereo_image(path: str | os.PathLike) -> torch.Tensor:
+    """Any photo PIL decodes -> float32 ``(3, H, W)`` in [0, 1].
+
+    Greyscale is replicated to 3 channels, alpha dropped, palettes expanded; 16-bit images keep their
+    precision (``v / 65535``). Float (``F``) images are refused: they are ground truth, not photos.
+    """
+    p = Path(path)
+    im = open_image(p, _WHAT)  # FileNotFoundError / DatasetFormatError naming the file
+    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
+        return _array_to_chw(np.asarray(im).astype(np.uint16), str(p))
+    if im.mode == "I":  # 16-bit PNG/PGM widened to int32
+        a = np.asarray(im)
+        if a.size and (a.min() < 0 or a.max() > 65535):
+            raise DatasetFormatError(f"{p}: 32-bit integer image with values outside 0..65535; expected {_WHAT}")
+        return _array_to_chw(a.astype(np.uint16), str(p))
+    if im.mode == "F":
+        raise DatasetFormatError(f"{p}: floating-point image (mode 'F'); expected {_WHAT}")
+    try:
+        rgb = im.convert("RGB")
+    except ValueError as e:
+        raise DatasetFormatError(f"{p}: image mode {im.mode!r} cannot be converted to RGB; expected {_WHAT}") from e
+    return _array_to_chw(np.asarray(rgb, dtype=np.uint8), str(p))
+
+
+def to_image_tensor(x: ImageLike, what: str = "image") -> torch.Tensor:
+    """Path, PIL image, ``(H, W[, C])`` array or ``(C, H, W)`` / ``(1, C, H, W)`` tensor -> ``(3, H, W)`` float32.
+
+    uint8 arrays/tensors are divided by 255, uint16 arrays by 65535; float input is taken as [0, 1].
+    """
+    if isinstance(x, (str, os.PathLike)):
+        return read_stereo_image(x)
+    if isinstance(x, Image.Image):
+        if x.mode.startswith("I") or x.mode == "F":
+            return _array_to_chw(np.asarray(x).astype(np.uint16 if x.mode.startswith("I") else np.float32), what)
+        return _array_to_chw(np.asarray(x.convert("RGB"), dtype=np.uint8), what)
+    if isinstance(x, np.ndarray):
+        return _array_to_chw(x, what)
+    if isinstance(x, torch.Tensor):
+        t = x.detach()
+        if t.ndim == 4 and t.shape[0] == 1:
+            t = t[0]
+        if t.ndim == 2:
+            t = t[None]
+        if t.ndim != 3 or t.shape[0] not in (1, 3, 4):
+            raise ValueError(f"{what}: expected a (C, H, W) tensor with C in 1/3/4, got shape {tuple(x.shape)}")
+        t = t[:3].float().div(255.0) if t.dtype == torch.uint8 else t[:3].float()
+        return t.expand(3, -1, -1).contiguous() if t.shape[0] == 1 else t.contiguous()
+    raise TypeError(f"{what}: expected a path, PIL image, numpy array or tensor, got {type(x).__name__}")
+
+
+def _size_of(path: Path) -> tuple[int, int]:
+    """``(H, W)`` from the header only (no decoding), naming the file when it is not an image."""
+    try:
+        with Image.open(path) as im:
+            return im.size[1], im.size[0]
+    except FileNotFoundError:
+        raise
+    except Exception as e:
+        raise DatasetFormatError(f"{path}: cannot read as {_WHAT}: {type(e).__name__}: {e}") from e
+
+
+# ---------------------------------------------------------------------------------------------------- pairs
+def _read_pairs_file(path: Path) -> list[tuple[Path, Path]]:
+    """Two whitespace-separated columns per line (left right), relative to the file; ``#`` starts a comment."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: pairs file not found (expected two columns: left right)")
+    out = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        cols = line.split()
+        if len(cols) != 2:
+            raise DatasetFormatError(f"{path}:{n}: expected 2 whitespace-separated paths (left right), got {len(cols)}")
+        ab = []
+        for c in cols:
+            p = Path(c) if Path(c).is_absolute() else path.parent / c
+            if not p.is_file():
+                raise FileNotFoundError(f"{p}: image listed in {path}:{n} not found")
+            ab.append(p)
+        out.append((ab[0], ab[1]))
+    if not out:
+        raise DatasetFormatError(f"{path}: no pairs listed (expected lines 'left right')")
+    return out
+
+
+def _glob(pattern: str, side: str) -> list[Path]:
+    files = sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern)) if Path(p).is_file())
+    if not files:
+        raise FileNotFoundError(f"{side} pattern {pattern!r} matches no file")
+    return files
+
+
+def _names(lefts: Sequence[Path]) -> list[str]:
+    """The left image's stem; its path below the common folder when two stems collide."""
+    stems = [p.stem for p in lefts]
+    if len(set(stems)) == len(stems):
+        return stems
+    common = Path(os.path.commonpath([str(p.resolve()) for p in lefts]))
+    return [str(p.resolve().relative_to(common).with_suffix("")).replace(os.sep, "/") for p in lefts]
+
+
+def resolve_pairs(left: str | None = None, right: str | None = None,
+                  pairs: str | None = None) -> list[tuple[str, Path, Path]]:
+    """``[(name, left path, right path)]`` from two globs (matched in sorted order) or a pairs file.
+
+    Raises ``FileNotFoundError`` / ``ValueError`` naming the file(s) for no match, a count mismatch, a missing
+    file or left/right images of different sizes.
+    """
+    if pairs is not None:
+        if left is not None or right is not None:
+            raise ValueError("give either `pairs` or `left` + `right`, not both")
+        items = _read_pairs_file(Path(pairs))
+    else:
+        if left is None or right is None:
+            raise ValueError("give `left` and `right` (glob patterns or files) or a `pairs` file")
+        ls, rs = _glob(left, "left"), _glob(right, "right")
+        if len(ls) != len(rs):
+            more, fewer = (ls, rs) if len(ls) > len(rs) else (rs, ls)
+            extra = [str(p) for p in more[len(fewer):]][:5]
+            raise ValueError(
+                f"left {left!r} matches {len(ls)} files but right {right!r} matches {len(rs)} (pairs are matched "
+                f"in sorted order); unpaired: {', '.join(extra)}{' ...' if len(more) - len(fewer) > 5 else ''}"
+            )
+        items = list(zip(ls, rs))
+    for lp, rp in items:
+        sl, sr = _size_of(lp), _size_of(rp)
+        if sl != sr:
+            raise ValueError(f"{lp} ({sl[1]}x{sl[0]}) and {rp} ({sr[1]}x{sr[0]}): left and right sizes differ")
+    return [(n, lp, rp) for n, (lp, rp) in zip(_names([lp for lp, _ in items]), items)]
+
+
+def _sizes(pairs: Sequence[tuple]) -> set[tuple[int, int]]:
+    return {_size_of(p[1]) for p in pairs}
+
+
+class StereoImagePairs(StereoPairs):
+    """User image pairs without ground truth: ``{"image", "right": (3, H, W) in [0, 1], "name", "scale"}``.
+
+    Args:
+        left, right: glob patterns (or single files), matched in sorted order.
+        pairs: a text file with two whitespace-separated columns ``left right`` (paths relative to it).
+        scale: inference scale carried in each sample (see :func:`predict_disparity`).
+    """
+
+    layout = "left/right glob patterns or a two-column pairs file"
+
+    def __init__(self, left: str | None = None, right: str | None = None, pairs: str | None = None,
+                 scale: float = 1.0) -> None:
+        super().__init__()
+        if not scale > 0:
+            raise ValueError(f"scale must be > 0, got {scale!r}")
+        self.scale = float(scale)
+        self.pairs = [(n, lp, rp, None, None) for n, lp, rp in resolve_pairs(left, right, pairs)]
+
+    def __getitem__(self, index: int) -> dict:
+        name, left, right, _, _ = self.pairs[index]
+        sample = {"image": read_stereo_image(left), "right": read_stereo_image(right), "name": name,
+                  "scale": self.scale}
+        if sample["image"].shape != sample["right"].shape:
+            raise DatasetFormatError(f"{left} and {right}: left/right sizes differ "
+                                     f"{tuple(sample['image'].shape)} vs {tuple(sample['right'].shape)}")
+        return sample
+
+
+class StereoPairsDataModule(StereoDataModule):
+    """``vitlab predict`` on one's own pairs: ``--data.left 'dir/*_L.png' --data.right 'dir/*_R.png'`` or
+    ``--data.pairs pairs.txt``; predictions are named after the left image.
+
+    Args:
+        left, right, pairs: see :class:`StereoImagePairs` (files are listed and size-checked at construction).
+        scale: inference scale (e.g. 0.5 for frames whose disparities exceed twice what the network was
+            trained on); the disparity is written at the input's full size, in full-resolution pixels.
+        batch_size: pairs per forward when every pair has the same size (otherwise one pair at a time).
+        num_workers: loader workers.
+    """
+
+    def __init__(self, left: str | None = None, right: str | None = None, pairs: str | None = None,
+                 scale: float = 1.0, batch_size: int = 1, num_workers: int = 0) -> None:
+        dataset = StereoImagePairs(left, right, pairs, scale)
+        super().__init__(predict_datasets=[dataset], eval_batch_size=batch_size, num_workers=num_workers)
+        self.left, self.right, self.pairs, self.scale = left, right, pairs, float(scale)
+        self.dataset = dataset
+
+    def predict_dataloader(self) -> DataLoader:
+        if self.eval_batch_size > 1 and len(_sizes(self.dataset.pairs)) > 1:
+            self.eval_batch_size = 1  # pairs of different sizes cannot share a batch
+        return self._eval_loader([self.dataset], "predict_datasets")
+
+
+# ---------------------------------------------------------------------------------------------------- API
+def suggest_scale(trained_max_disparity: float, max_disparity: float) -> float:
+    """Inference scale that brings a frame's largest disparity within the trained range (never above 1)."""
+    if not trained_max_disparity > 0 or not max_disparity > 0:
+        raise ValueError(f"disparities must be > 0, got {trained_max_disparity!r} and {max_disparity!r}")
+    return min(1.0, float(trained_max_disparity) / float(max_disparity))
+
+
+def _load_module(model):
+    from .tasks import StereoMatching
+
+    if isinstance(model, (str, os.PathLike)):
+        p = Path(model)
+        if not p.is_file():
+            raise FileNotFoundError(f"{p}: checkpoint not found")
+        return StereoMatching.load_from_checkpoint(p, map_location="cpu")
+    if isinstance(model, StereoMatching):
+        return model
+    raise TypeError(f"model: expected a StereoMatching module or a checkpoint path, got {type(model).__name__}")
+
+
+@torch.no_grad()
+def predict_disparity(model, left: ImageLike, right: ImageLike, scale: float = 1.0,
+                      tiled: bool | None = None) -> np.ndarray:
+    """Disparity of the left view, ``(H, W)`` float32 in pixels of the input resolution.
+
+    Args:
+        model: a :class:`StereoMatching` (or subclass) module, or the path of its checkpoint.
+        left, right: file paths, PIL images, ``(H, W[, C])`` uint8/uint16/float arrays or ``(C, H, W)`` tensors
+            (uint8 or float in [0, 1]) of the same size; any size.
+        scale: run the network at ``scale`` x the input size (see the module docstring).
+        tiled: ``None`` = the module's own setting (tiled when its ``tile_size`` is set), ``False`` = one
+            full-frame forward (padded to a multiple of 32), ``True`` = tiles of ``tile_size`` (or the
+            network's ``img_size`` when unset).
+    """
+    module = _load_module(model)
+    lt, rt = to_image_tensor(left, "left"), to_image_tensor(right, "right")
+    if lt.shape != rt.shape:
+        raise ValueError(f"left {tuple(lt.shape)} and right {tuple(rt.shape)} differ in size")
+    was_training = module.training
+    module.eval()
+    try:
+        dev = next(module.parameters(), torch.empty(0)).device
+        mean = torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1)
+        std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1)
+        lt = (lt[None].to(dev) - mean) / std
+        rt = (rt[None].to(dev) - mean) / std
+        disp, _ = module.predict_disparity(lt, rt, scale=scale, tiled=tiled)
+    finally:
+        module.train(was_training)
+    return disp[0, 0].float().cpu().numpy().astype(np.float32, copy=False)
+
+
+def rescale_views(left: torch.Tensor, right: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both ``(B, 3, H, W)`` views resized to ``round(H * scale) x round(W * scale)`` (antialiased bilinear)."""
+    H, W = left.shape[-2:]
+    size = (max(1, round(H * scale)), max(1, round(W * scale)))
+    if size == (H, W):
+        return left, right
+    return tuple(F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+                 for x in (left, right))
+
+
+def restore_disparity(disp: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(B, C, h, w)`` disparity (and confidence) back to ``size`` (bilinear); disparity times ``W / w``."""
+    h, w = disp.shape[-2:]
+    if (h, w) == tuple(size):
+        return disp
+    return F.interpolate(disp, size=tuple(size), mode="bilinear", align_corners=False) * (size[1] / float(w))
