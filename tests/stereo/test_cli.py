@@ -44,6 +44,10 @@ def test_method_fits_through_the_cli(config, cls, tmp_path):
     cli = build_cli(["fit", *_args(config, tmp_path, "--trainer.max_steps", "3", "--trainer.limit_val_batches", "1.0")])
     assert isinstance(cli.model, cls) and cli.trainer.global_step == 3
     assert (tmp_path / "ckpt" / "last.ckpt").is_file()
+    # the trained disparity range (SyntheticStereo: 192 * W / 512 px) travels with the checkpoint
+    ckpt = torch.load(tmp_path / "ckpt" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert ckpt["train_max_disparity"] == pytest.approx(192 * 64 / 512)
+    assert cls.load_from_checkpoint(tmp_path / "ckpt" / "last.ckpt").train_max_disparity == pytest.approx(24.0)
     m = cli.trainer.callback_metrics
     for k in ("val/epe", "val/d1", "val/bad3", "val/noc/epe", "train/loss"):
         assert k in m and torch.isfinite(m[k]), k
