@@ -8,6 +8,8 @@ EDITABLES := -e "packages/core[test]" $(foreach p,$(filter-out core,$(PACKAGES))
 # torch>=2.4 first (the packages only ask for a range).
 TORCH := torch==2.14.1 torchvision==0.29.1
 PYTEST_ARGS ?=
+# pytest-xdist workers; one OpenMP thread each (the tests' models are tiny: overhead, not FLOPs, dominates)
+TEST_WORKERS ?= 2
 
 .PHONY: install quickstart test lint bench clean
 
@@ -23,7 +25,7 @@ quickstart: install
 	$(VENV)/bin/vitlab fit --config configs/core/quickstart.yaml
 
 test: install
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup $(PYTEST_ARGS)
 
 lint: install
 	$(VENV)/bin/ruff check packages tests benchmarks

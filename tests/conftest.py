@@ -24,7 +24,9 @@ def _offline_env(monkeypatch, tmp_path):
 
 @pytest.fixture(scope="session", autouse=True)
 def _threads():
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+    """Share the cores between pytest-xdist workers: oversubscribed OpenMP threads spin against each other."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    torch.set_num_threads(max(1, min(2, (os.cpu_count() or 1) // workers)))
 
 
 @pytest.fixture

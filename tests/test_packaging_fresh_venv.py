@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("fresh_venv")]  # one module fixture, one worker
 
 REPO = Path(__file__).resolve().parents[1]
 SIBLING = "peft"

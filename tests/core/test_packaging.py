@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.xdist_group("wheels")  # the module-scoped wheels are built once, on one worker
+
 REPO = Path(__file__).resolve().parents[2]
 SIBLINGS = ["pretrain", "peft", "stereo", "mtl", "uda"]
 ALL = ["core", *SIBLINGS]
