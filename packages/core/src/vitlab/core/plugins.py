@@ -37,7 +37,8 @@ PLUGIN_CLASSES: dict[str, frozenset[str]] = {
     "stereo": frozenset({
         "BinocularViT", "ETH3DStereo", "KITTIStereo", "LaplacianLoss", "LaplacianLossBounded2", "MaDisStereo",
         "MaskedMSE", "MiddleburyStereo", "SceneFlowStereo", "StereoAugmentor", "StereoDataModule",
-        "StereoL1Loss", "StereoMatching", "StereoMetrics", "StereoPairs", "StereoPredictionWriter", "UniTTStereo",
+        "StereoImagePairs", "StereoL1Loss", "StereoMatching", "StereoMetrics", "StereoPairs", "StereoPairsDataModule",
+        "StereoPredictionWriter", "UniTTStereo",
     }),
     "mtl": frozenset({
         "CSAMHead", "DepthRMSE", "Downsampler", "EdgeLossProxy", "GCA", "HighResolutionHead", "MTLoRA",
