@@ -154,3 +154,8 @@ def test_vitlab_predict_on_a_folder_of_pairs(tmp_path):
     assert sorted(p.name for p in out.glob("*.pfm")) == ["x_L.pfm", "y_L.pfm"]
     assert read_pfm(out / "x_L.pfm").shape == (37, 53) and read_pfm(out / "y_L.pfm").shape == (32, 48)
     assert (out / "x_L_kitti.png").is_file() and (out / "x_L_color.png").is_file()
+    # the CLI applied the same scale as the Python call on the same weights
+    ref = predict_disparity(cli.model, tmp_path / "imgs" / "x_L.png", tmp_path / "imgs" / "x_R.png", scale=0.5)
+    assert np.allclose(read_pfm(out / "x_L.pfm"), ref, atol=1e-4)
+    assert not np.allclose(ref, predict_disparity(cli.model, tmp_path / "imgs" / "x_L.png",
+                                                  tmp_path / "imgs" / "x_R.png"), atol=1e-3)
