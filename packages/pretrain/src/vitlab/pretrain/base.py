@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from vitlab.core import ViT, VitlabModule
+from vitlab.core.backbones.vit import run_block
 from vitlab.core.visualize import panel, to_uint8_image
 from vitlab.pretrain.masking import MaskGenerator, MaskOutput, RandomPatchMask
 
@@ -36,30 +36,12 @@ def merge_attn_masks(*masks: Tensor | None) -> Tensor | None:
     return out
 
 
-def run_block(blk: nn.Module, x: Tensor, pos: Tensor | None = None, attn_mask: Tensor | None = None,
-              checkpointing: bool = False) -> Tensor:
-    """One encoder/decoder block; ``attn_mask`` (broadcastable to ``(B, heads, N, N)``) needs a timm ``Block``.
-
-    ``checkpointing``: recompute the block in backward (``torch.utils.checkpoint``, non-reentrant) when
-    gradients are on; encoders pass their ``grad_checkpointing`` flag.
-    """
-    if checkpointing and torch.is_grad_enabled():
-        return checkpoint(run_block, blk, x, pos, attn_mask, use_reentrant=False)
-    if pos is not None:
-        if attn_mask is not None:
-            raise ValueError("attention masks are not supported with RoPE blocks: use pos_embed sincos/learned")
-        return blk(x, pos)
-    if attn_mask is None:
-        return blk(x)
-    return blk(x, attn_mask=attn_mask)
-
-
 def run_blocks(
     blocks, x: Tensor, pos: Tensor | None = None, attn_mask: Tensor | None = None, capture: Iterable[int] = (),
     checkpointing: bool = False,
 ) -> tuple[Tensor, dict[int, Tensor]]:
     """Run ``blocks`` in order; returns the output and the inputs of the blocks listed in ``capture``
-    (``checkpointing``: see :func:`run_block`)."""
+    (``checkpointing``: see core's :func:`~vitlab.core.backbones.vit.run_block`)."""
     wanted, saved = set(capture), {}
     for i, blk in enumerate(blocks):
         if i in wanted:

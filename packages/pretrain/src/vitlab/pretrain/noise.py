@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vitlab.core import ViT
-from vitlab.pretrain.base import MIMModule, attention_probs, run_block
+from vitlab.pretrain.base import MIMModule, attention_probs
 from vitlab.pretrain.losses import masked_mse, norm_pix_target, patchify, unpatchify
 from vitlab.pretrain.masking import MaskGenerator, MaskOutput
 
@@ -170,7 +170,7 @@ class NoiseMIM(MIMModule):
                 mass = (A * is_noised[:, None, None, :].to(A.dtype)).sum(-1)  # on noised keys
                 q = is_mask[:, None, :].to(A.dtype)
                 dis = dis + (mass * q).sum() / (q.sum() * A.shape[1]).clamp_min(1.0)
-            tokens = run_block(blk, tokens, pos, am, checkpointing=enc.grad_checkpointing)
+            tokens = enc.forward_block(i, tokens, pos, am)
         if pen_layers:
             dis = dis / len(pen_layers)
         return {"tokens": enc.norm(tokens), "clean": clean, "noised": noised, "dis": dis,
