@@ -27,7 +27,7 @@ from vitlab.core import ViT
 from vitlab.core.backbones import get_2d_sincos_pos_embed, init_mae_weights, load_checkpoint
 from vitlab.core.backbones.checkpoint import LoadResult, read_checkpoint, unwrap_state_dict
 from vitlab.pretrain.base import MIMModule, run_blocks
-from vitlab.pretrain.losses import masked_mse, norm_pix_target, patchify, unpatchify
+from vitlab.pretrain.losses import masked_mse
 from vitlab.pretrain.masking import MaskGenerator, MaskOutput
 from vitlab.pretrain.mto import MTO
 
@@ -234,16 +234,6 @@ class MAE(MIMModule):
         out["pred"] = dec.head(x)
         return out
 
-    def target(self, images: Tensor) -> Tensor:
-        t = patchify(images, self.patch_size)
-        return norm_pix_target(t) if self.norm_pix_loss else t
-
     def loss(self, out, images, masks, batch) -> dict[str, Tensor]:
         return self.with_plugin_losses(out, masked_mse(out["pred"], self.target(images), masks.mask))
 
-    def reconstruct(self, out, images, masks) -> Tensor:
-        pred = out["pred"].float()
-        if self.norm_pix_loss:  # undo the per-patch normalisation with the true patch statistics
-            t = patchify(images.float(), self.patch_size)
-            pred = pred * (t.var(-1, keepdim=True) + 1e-6) ** 0.5 + t.mean(-1, keepdim=True)
-        return unpatchify(pred, self.patch_size, masks.grid, images.shape[1])

@@ -34,7 +34,7 @@ from torch import Tensor, nn
 
 from vitlab.core import ViT
 from vitlab.pretrain.base import MIMModule, attention_probs
-from vitlab.pretrain.losses import masked_mse, norm_pix_target, patchify, unpatchify
+from vitlab.pretrain.losses import masked_mse
 from vitlab.pretrain.masking import MaskGenerator, MaskOutput
 
 __all__ = ["NoiseMIM", "alpha_bar_schedule"]
@@ -184,10 +184,6 @@ class NoiseMIM(MIMModule):
             out["pred_feature"] = self.feature_head(z)
         return out
 
-    def target(self, images: Tensor) -> Tensor:
-        t = patchify(images, self.patch_size)
-        return norm_pix_target(t) if self.norm_pix_loss else t
-
     def loss(self, out, images, masks, batch) -> dict[str, Tensor]:
         target = self.target(images)
         mim = masked_mse(out["pred"], target, masks.mask)
@@ -207,9 +203,3 @@ class NoiseMIM(MIMModule):
         losses["loss"] = total
         return losses
 
-    def reconstruct(self, out, images, masks) -> Tensor:
-        pred = out["pred"].float()
-        if self.norm_pix_loss:
-            t = patchify(images.float(), self.patch_size)
-            pred = pred * (t.var(-1, keepdim=True) + 1e-6) ** 0.5 + t.mean(-1, keepdim=True)
-        return unpatchify(pred, self.patch_size, masks.grid, images.shape[1])

@@ -17,6 +17,7 @@ The masked forwards used by UniTT-Stereo / MaDis-Stereo keep CroCo's pre-trainin
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Mapping
@@ -41,6 +42,8 @@ __all__ = [
     "patchify",
     "unpatchify",
 ]
+
+_log = logging.getLogger(__name__)
 
 #: preset -> (enc dim, enc depth, enc heads, dec dim, dec depth, dec heads) [code: naver/croco]
 PRESETS = CROCO_PRESETS
@@ -222,7 +225,10 @@ class BinocularViT(CroCoNet):
             feature_dim=feature_dim, last_dim=last_dim, patch_size=patch_size, fp32_output=True,
         )
         if pretrained and not skip_pretrained(pretrained):
-            self.load_croco(pretrained)
+            report = self.load_croco(pretrained)
+            not_head = [k for k in report.missing if not k.startswith("head.")]
+            if not_head or report.unexpected:
+                _log.warning("BinocularViT: %s: missing %s, unused %s", pretrained, not_head[:10], report.unexpected[:10])
 
     def dense_head(self, features: list[torch.Tensor], image_size: tuple[int, int]) -> torch.Tensor:
         """DPT over ``features = enc_out + dec_out`` (or any list indexed by ``hooks``)."""
