@@ -143,6 +143,12 @@ def _croco_alias_keys(state: Mapping[str, torch.Tensor], source: str) -> set[str
 _OWN_ANCHOR = "encoder.patch_embed.proj.weight"
 
 
+def _report(missing: list[str], unexpected: list[str], source: str, strict: bool) -> LoadReport:
+    if strict and (missing or unexpected):
+        raise RuntimeError(f"checkpoint {source}: missing {missing[:10]}, unexpected {unexpected[:10]}")
+    return LoadReport(missing, unexpected)
+
+
 def vitlab_croco_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
     """The :class:`~vitlab.core.backbones.croco.CroCoNet` part of a vitlab checkpoint, or ``None`` for another
     layout.
@@ -299,35 +305,29 @@ class BinocularViT(CroCoNet):
         used |= {k for k in state if k.startswith(("dec_blocks.", "head.dpt."))} | {k for k in new if k in state}
         used |= {k for k in state if k in ("enc_pos_embed", "dec_pos_embed")}
         used |= aliases
+        loaded |= set(self._load_fitting(new, source))
+        # a CroCo-Stereo checkpoint lacks the pretext mask token and pixel head by construction
+        absent = ("mask_token", "prediction_head.") if any(k.startswith("head.dpt.") for k in state) else ()
+        missing = sorted(k for k in own if k not in loaded and not (absent and k.startswith(absent)))
+        unexpected = sorted([k for k in state if k not in used] + [k for k in new if k not in own])
+        return _report(missing, unexpected, source, strict)
+
+    def _load_own_layout(self, state: Mapping[str, torch.Tensor], source: str, strict: bool) -> LoadReport:
+        """Load vitlab's own names (a ``vitlab.pretrain.CroCo`` or stereo checkpoint, prefix stripped)."""
+        fits = self._load_fitting(state, source)
+        missing = sorted(k for k in self.state_dict() if k not in fits)
+        return _report(missing, sorted(k for k in state if k not in fits), source, strict)
+
+    def _load_fitting(self, new: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+        """Load the entries of ``new`` that name a model tensor (shapes checked first); returns them."""
+        own = self.state_dict()
         bad = [f"{k}: model {tuple(own[k].shape)} vs checkpoint {tuple(v.shape)}"
                for k, v in new.items() if k in own and own[k].shape != v.shape]
         if bad:
             raise ValueError(f"checkpoint {source}: shape mismatch for " + "; ".join(bad[:8]))
         fits = {k: v for k, v in new.items() if k in own}
         self.load_state_dict(fits, strict=False)
-        loaded |= set(fits)
-        # a CroCo-Stereo checkpoint lacks the pretext mask token and pixel head by construction
-        absent = ("mask_token", "prediction_head.") if any(k.startswith("head.dpt.") for k in state) else ()
-        missing = sorted(k for k in own if k not in loaded and not (absent and k.startswith(absent)))
-        unexpected = sorted([k for k in state if k not in used] + [k for k in new if k not in own])
-        if strict and (missing or unexpected):
-            raise RuntimeError(f"checkpoint {source}: missing {missing[:10]}, unexpected {unexpected[:10]}")
-        return LoadReport(missing, unexpected)
-
-    def _load_own_layout(self, state: Mapping[str, torch.Tensor], source: str, strict: bool) -> LoadReport:
-        """Load vitlab's own names (a ``vitlab.pretrain.CroCo`` or stereo checkpoint, prefix stripped)."""
-        own = self.state_dict()
-        bad = [f"{k}: model {tuple(own[k].shape)} vs checkpoint {tuple(v.shape)}"
-               for k, v in state.items() if k in own and own[k].shape != v.shape]
-        if bad:
-            raise ValueError(f"checkpoint {source}: shape mismatch for " + "; ".join(bad[:8]))
-        fits = {k: v for k, v in state.items() if k in own}
-        self.load_state_dict(fits, strict=False)
-        missing = sorted(k for k in own if k not in fits)
-        unexpected = sorted(k for k in state if k not in own)
-        if strict and (missing or unexpected):
-            raise RuntimeError(f"checkpoint {source}: missing {missing[:10]}, unexpected {unexpected[:10]}")
-        return LoadReport(missing, unexpected)
+        return fits
 
     @classmethod
     def from_croco_checkpoint(cls, path: str, **kwargs) -> BinocularViT:
