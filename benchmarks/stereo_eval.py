@@ -4,11 +4,20 @@
     python benchmarks/stereo_eval.py --layout kitti2015 --root path/to/data_scene_flow \\
         --config configs/stereo/croco_stereo.yaml --ckpt runs/.../last.ckpt --tile 352 704
     python benchmarks/stereo_eval.py --layout synthetic --method zero        # lower bound: predict 0
+    python benchmarks/stereo_eval.py --layout synthetic --config configs/stereo/quickstart.yaml \
+        --ckpt runs/stereo_quickstart/version_0/checkpoints/last.ckpt --swap-right left   # matching ablation
 
 Methods: ``model`` (a LightningCLI config + checkpoint of any vitlab stereo module; tiled inference when
 ``--tile`` is given), ``sgbm`` (OpenCV StereoSGBM, needs opencv-python-headless; holes filled with 0) and
-``zero`` (disparity 0 everywhere). Columns: EPE (px), bad-1 / bad-2 (%), KITTI D1 (%), per image over valid
+``zero`` (disparity 0 everywhere) and ``constant`` (``--constant`` px everywhere: the best a predictor that
+neither matches nor uses image content can do is the GT median). Columns: EPE (px), bad-1 / bad-2 (%), KITTI D1 (%), per image over valid
 GT; the last row is the mean over images.
+
+``--layout synthetic`` evaluates held-back :class:`~vitlab.core.data.SyntheticStereo` pairs (the test split,
+dataset seed ``16 * seed + 2``, never seen in training or checkpoint selection); ``synthetic-scenes`` the old
+SyntheticScenes val split. ``--swap-right left`` replaces the right view by the left one: a model that
+matches then sees zero disparity everywhere and its EPE rises towards the mean GT disparity, while a model
+that reads disparity off the left image alone scores the same as without the swap.
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ from vitlab.stereo import (
 )
 
 LAYOUTS = ("sceneflow", "kitti2012", "kitti2015", "eth3d", "middlebury2005", "middlebury2006",
-           "middlebury2014", "middeval3", "synthetic")
+           "middlebury2014", "middeval3", "synthetic", "synthetic-scenes")
 
 
 def build_dataset(args):
@@ -43,10 +52,13 @@ def build_dataset(args):
     if args.layout.startswith("midd"):
         version = "eval3" if args.layout == "middeval3" else args.layout[-4:]
         return MiddleburyStereo(args.root, version=version, split=args.split or "train")
-    from vitlab.core.data import SyntheticScenes
+    from vitlab.core.data import SyntheticScenes, SyntheticStereo
 
-    ds = SyntheticScenes(args.max_pairs or 64, size=tuple(args.size), seed=args.seed * 16 + 1,
-                         modalities=["image", "right", "disparity", "occlusion"])
+    if args.layout == "synthetic":
+        ds = SyntheticStereo(args.max_pairs or 64, size=tuple(args.size), seed=args.seed * 16 + 2)
+    else:
+        ds = SyntheticScenes(args.max_pairs or 64, size=tuple(args.size), seed=args.seed * 16 + 1,
+                             modalities=["image", "right", "disparity", "occlusion"])
 
     class Named(torch.utils.data.Dataset):
         def __len__(self):
@@ -89,7 +101,8 @@ def main() -> None:
     ap.add_argument("--layout", choices=LAYOUTS, required=True)
     ap.add_argument("--root", default=None)
     ap.add_argument("--split", default=None)
-    ap.add_argument("--method", choices=("model", "sgbm", "zero"), default="model")
+    ap.add_argument("--method", choices=("model", "sgbm", "zero", "constant"), default="model")
+    ap.add_argument("--constant", type=float, default=0.0, help="disparity of method=constant (px)")
     ap.add_argument("--config", default=None, help="LightningCLI config of the model (method=model)")
     ap.add_argument("--ckpt", default=None, help="Lightning checkpoint (method=model)")
     ap.add_argument("--tile", type=int, nargs=2, default=None, help="tiled inference window H W")
@@ -98,10 +111,12 @@ def main() -> None:
     ap.add_argument("--block-size", type=int, default=5)
     ap.add_argument("--max-pairs", type=int, default=None)
     ap.add_argument("--size", type=int, nargs=2, default=[64, 128], help="synthetic pair size")
-    ap.add_argument("--seed", type=int, default=0, help="synthetic: the val split of this DataModule seed")
+    ap.add_argument("--seed", type=int, default=0, help="synthetic: the held-back split of this DataModule seed")
+    ap.add_argument("--swap-right", choices=("none", "left"), default="none",
+                    help="ablation: 'left' feeds the left view as the right one (a matching model must fail)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = ap.parse_args()
-    if args.layout != "synthetic" and not args.root:
+    if not args.layout.startswith("synthetic") and not args.root:
         ap.error("--root is required for real layouts")
     ds = build_dataset(args)
     model = load_model(args.config, args.ckpt).to(args.device) if args.method == "model" else None
@@ -113,9 +128,11 @@ def main() -> None:
     t0 = time.time()
     for i in range(n):
         s = ds[i]
+        if args.swap_right == "left":
+            s["right"] = s["image"]
         gt = s["disparity"][None]
-        if args.method == "zero":
-            pred = torch.zeros_like(gt)
+        if args.method in ("zero", "constant"):
+            pred = torch.full_like(gt, args.constant if args.method == "constant" else 0.0)
         elif args.method == "sgbm":
             pred = sgbm(s["image"], s["right"], args.num_disparities, args.block_size)
         else:
@@ -134,7 +151,8 @@ def main() -> None:
         print(f"{s['name'][:44]:44s} {r['epe']:8.3f} {r['bad1']:8.2f} {r['bad2']:8.2f} {r['d1']:8.2f}")
     r = total.compute()
     print(f"{'mean (' + str(n) + ' pairs)':44s} {r['epe']:8.3f} {r['bad1']:8.2f} {r['bad2']:8.2f} {r['d1']:8.2f}")
-    print(f"# {args.method} on {args.layout}: {n} pairs in {time.time() - t0:.1f} s")
+    swap = ", right = left" if args.swap_right == "left" else ""
+    print(f"# {args.method} on {args.layout}{swap}: {n} pairs in {time.time() - t0:.1f} s")
 
 
 if __name__ == "__main__":

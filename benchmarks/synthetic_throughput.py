@@ -1,6 +1,7 @@
 """Single-core throughput of SyntheticScenes (samples/s), so regressions in the renderer show up as numbers.
 
     PYTHONPATH=packages/core/src python benchmarks/synthetic_throughput.py --sizes 128 224 --samples 300
+    python benchmarks/synthetic_throughput.py --sizes --stereo-sizes 64x128 256x512   # SyntheticStereo pairs/s
 
 Threads are pinned to one before numpy/torch load: the figure is per core, which is what a DataLoader
 worker gets. Not run by CI.
@@ -25,6 +26,7 @@ try:
 except ImportError:  # running from a checkout without PYTHONPATH
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "packages" / "core" / "src"))
     from vitlab.core.data.synthetic import MODALITIES, SyntheticScenes
+from vitlab.core.data.synthetic_stereo import SyntheticStereo  # noqa: E402
 
 PRESETS = {
     "all": None,
@@ -33,9 +35,15 @@ PRESETS = {
 }
 
 
-def measure(size: int, modalities: list[str] | None, domain: str, samples: int, repeats: int) -> float:
-    """Best-of-``repeats`` samples/s over ``samples`` consecutive indices (best filters out noisy neighbours)."""
-    ds = SyntheticScenes(num_samples=samples, size=size, modalities=modalities, domain=domain)
+def measure(size, modalities: list[str] | None, domain: str | None, samples: int, repeats: int) -> float:
+    """Best-of-``repeats`` samples/s over ``samples`` consecutive indices (best filters out noisy neighbours).
+
+    ``domain=None`` measures :class:`SyntheticStereo` (image, right, disparity, occlusion) instead.
+    """
+    if domain is None:
+        ds = SyntheticStereo(num_samples=samples, size=size)
+    else:
+        ds = SyntheticScenes(num_samples=samples, size=size, modalities=modalities, domain=domain)
     ds[0]  # warm-up: noise table, allocator
     best = 0.0
     for _ in range(repeats):
@@ -50,7 +58,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 224], help="square image sides")
+    parser.add_argument("--sizes", type=int, nargs="*", default=[128, 224], help="square image sides")
+    parser.add_argument("--stereo-sizes", nargs="*", default=[], help="SyntheticStereo sizes as HxW, e.g. 64x128")
     parser.add_argument("--presets", nargs="+", default=["all", "image"], choices=sorted(PRESETS))
     parser.add_argument(
         "--domains", nargs="+", default=["source", "target"], choices=["source", "target", "mixed"]
@@ -70,6 +79,10 @@ def main(argv: list[str] | None = None) -> None:
             for domain in args.domains:
                 rate = measure(size, PRESETS[preset], domain, args.samples, args.repeats)
                 print(f"{size:>6} {preset:>10} {domain:>8} {rate:>10.0f} {1e3 / rate:>10.2f}")
+    for hw in args.stereo_sizes:
+        h, w = (int(v) for v in hw.lower().split("x"))
+        rate = measure((h, w), None, None, args.samples, args.repeats)
+        print(f"SyntheticStereo {h}x{w}: {rate:.0f} pairs/s, {1e3 / rate:.2f} ms/pair (1 thread)")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,9 @@
-"""A short supervised run on synthetic stereo: EPE on held-back pairs falls far below a zero-disparity guess."""
+"""A short supervised run on synthetic stereo: EPE on held-back pairs falls well below a zero-disparity guess.
+
+The quickstart data is SyntheticStereo, where disparity cannot be read off the left image; 40 steps from scratch
+learn its disparity distribution (about half the zero-disparity EPE), not matching. Whether a trained model
+matches is measured by ``benchmarks/stereo_eval.py --swap-right left`` (too slow for CI).
+"""
 
 from __future__ import annotations
 
@@ -33,5 +38,5 @@ def test_short_training_beats_zero_disparity():
     for batch in cli.datamodule.val_dataloader():
         zero.update(torch.zeros_like(batch["disparity"]), batch["disparity"])
     zero_epe = float(zero.compute()["epe"])
-    assert zero_epe > 3.0  # the held-back pairs have real disparities (up to 0.15 W)
-    assert epe < 0.35 * zero_epe, f"EPE {epe:.3f} vs zero-disparity {zero_epe:.3f}"
+    assert zero_epe > 2.5, zero_epe  # the held-back pairs have real disparities (up to 192 * W / 512 = 24 px)
+    assert epe < 0.75 * zero_epe, f"EPE {epe:.3f} vs zero-disparity {zero_epe:.3f}"

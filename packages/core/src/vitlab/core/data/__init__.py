@@ -1,4 +1,5 @@
-"""Data: the procedural SyntheticScenes, ImageNet-layout folders, image pairs, file-format readers, samplers."""
+"""Data: the procedural SyntheticScenes and SyntheticStereo, ImageNet-layout folders, image pairs, file-format
+readers, samplers."""
 
 from vitlab.core.data.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize
 from vitlab.core.data.dense import (
@@ -44,6 +45,7 @@ from vitlab.core.data.synthetic import (
     SyntheticScenes,
     SyntheticScenesDataModule,
 )
+from vitlab.core.data.synthetic_stereo import STEREO_MODALITIES, SyntheticStereo, SyntheticStereoDataModule
 
 __all__ = [
     "BatchColorAugment",
@@ -76,6 +78,9 @@ __all__ = [
     "NUM_PARTS",
     "SyntheticScenes",
     "SyntheticScenesDataModule",
+    "STEREO_MODALITIES",
+    "SyntheticStereo",
+    "SyntheticStereoDataModule",
     "colorize",
     "colorize_labels",
     "label_palette",

@@ -738,7 +738,7 @@ class SyntheticScenes(Dataset):
         if index < 0:
             index += self.num_samples
         if not 0 <= index < self.num_samples:
-            raise IndexError(f"index {index} out of range for SyntheticScenes of length {self.num_samples}")
+            raise IndexError(f"index {index} out of range for {type(self).__name__} of length {self.num_samples}")
         sample = {k: torch.from_numpy(v) for k, v in self.render(index).items()}
         sample["index"] = torch.tensor(index, dtype=torch.int64)
         return sample
@@ -781,17 +781,7 @@ class SyntheticScenesDataModule(ResumableDataMixin, pl.LightningDataModule):
         max_disparity: float | None = None,
     ) -> None:
         super().__init__()
-        self.batch_size = _check_int("batch_size", batch_size, 1)
-        self.num_workers = _check_int("num_workers", num_workers, 0)
-        self.train_samples = _check_int("train_samples", train_samples, 1)
-        if self.train_samples < self.batch_size:
-            raise ValueError(
-                f"`train_samples` ({train_samples}) must be >= `batch_size` ({batch_size}): the train loader "
-                "drops incomplete batches"
-            )
-        self.val_samples = _check_int("val_samples", val_samples, 1)
-        self.test_samples = _check_int("test_samples", test_samples, 1)
-        self.predict_samples = _check_int("predict_samples", predict_samples, 1)
+        self._set_split_args(batch_size, num_workers, train_samples, val_samples, test_samples, predict_samples)
         if target_domain is not None:
             _parse_domain(target_domain, "target_domain")
         self.target_domain = target_domain
@@ -811,6 +801,20 @@ class SyntheticScenesDataModule(ResumableDataMixin, pl.LightningDataModule):
         self.size = (probe.height, probe.width)
         self.save_hyperparameters()
         self.train_set = self.target_set = self.val_set = self.test_set = self.predict_set = None
+
+    def _set_split_args(self, batch_size, num_workers, train_samples, val_samples, test_samples, predict_samples):
+        """Validate and store the loader/split sizes (shared with the stereo-only sibling DataModule)."""
+        self.batch_size = _check_int("batch_size", batch_size, 1)
+        self.num_workers = _check_int("num_workers", num_workers, 0)
+        self.train_samples = _check_int("train_samples", train_samples, 1)
+        if self.train_samples < self.batch_size:
+            raise ValueError(
+                f"`train_samples` ({train_samples}) must be >= `batch_size` ({batch_size}): the train loader "
+                "drops incomplete batches"
+            )
+        self.val_samples = _check_int("val_samples", val_samples, 1)
+        self.test_samples = _check_int("test_samples", test_samples, 1)
+        self.predict_samples = _check_int("predict_samples", predict_samples, 1)
 
     @property
     def num_classes(self) -> int:

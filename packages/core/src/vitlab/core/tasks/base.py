@@ -19,6 +19,7 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
+from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from torch import nn
 
@@ -258,9 +259,24 @@ class VitlabModule(LightningModule):
             decay_tokens=self.decay_tokens,
         )
         optimizer = self.optimizer_factory(groups)
+        self._allow_clipping(optimizer)
         total, warmup = self._steps()
         sched = warmup_cosine_scheduler(optimizer, total, warmup, lr=self.lr, min_lr=self.min_lr)
         return {"optimizer": optimizer, "lr_scheduler": sched}
+
+    def _allow_clipping(self, optimizer: torch.optim.Optimizer) -> None:
+        """Let ``gradient_clip_val`` work with the fused AdamW under bf16-mixed.
+
+        Lightning refuses to clip gradients under mixed precision when the optimizer unscales them itself
+        (fused kernels advertise ``_step_supports_amp_scaling``). bf16 runs have no GradScaler, so there is
+        nothing to unscale and clipping is exact; only fp16 (with a scaler) keeps Lightning's refusal.
+        """
+        trainer = self._trainer
+        if trainer is None or not trainer.gradient_clip_val:
+            return
+        plugin = trainer.precision_plugin
+        if isinstance(plugin, MixedPrecision) and plugin.scaler is None:
+            optimizer._step_supports_amp_scaling = False
 
 
 class BackboneTask(VitlabModule):
