@@ -47,8 +47,8 @@ class CroCo(MIMModule):
         masking: mask generator for view 1; default ``RandomPatchMask(0.9, count="mask")`` (CroCo's law). Any
             generator with one keep count per batch works (not per-image AMR ratios).
         view_keys: batch entries of view 1 (masked, reconstructed) and view 2 (seen whole): ``("image", "right")``,
-            the stereo batch layout of ``SyntheticScenesDataModule`` (``modalities: [image, right]``), the stereo
-            readers and :class:`vitlab.core.data.ImagePairDataModule`.
+            the stereo batch layout of ``SyntheticStereoDataModule`` / ``SyntheticScenesDataModule``
+            (``modalities: [image, right]``), the stereo readers and :class:`vitlab.core.data.ImagePairDataModule`.
         norm_pix_loss: per-patch normalised pixel targets (True, CroCo v2).
         decay_mask_token: weight-decay the mask token too (False).
         base_lr: blr (1.5e-4); ``lr = blr * batch * accumulate * world_size / 256``.
@@ -91,7 +91,7 @@ class CroCo(MIMModule):
         missing = [k for k in self.view_keys if k not in batch]
         if missing:
             raise KeyError(f"CroCo: batch has no {missing} entry (keys: {sorted(batch)}); it needs two views "
-                           f"{list(self.view_keys)}, e.g. SyntheticScenesDataModule(modalities=[image, right])")
+                           f"{list(self.view_keys)}, e.g. SyntheticStereoDataModule(modalities=[image, right])")
         v1, v2 = batch[self.view_keys[0]], batch[self.view_keys[1]]
         if v1.shape != v2.shape:
             raise ValueError(f"CroCo: views {self.view_keys[0]} {tuple(v1.shape)} and {self.view_keys[1]} "
