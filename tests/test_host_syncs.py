@@ -111,7 +111,8 @@ def _methods():
         "depth": (lambda: DepthEstimation(_vit(), head="dpt", head_kwargs={"feature_dim": 16}),
                   lambda g: {"image": _img(g), "depth": torch.rand(1, 32, 32, generator=g) * 5 + 0.5}),
     }
-    from vitlab.pretrain import MAE, MTO, SGMIM, NoiseMIM, SalienceMask, SimMIM
+    from vitlab.core import CroCoNet
+    from vitlab.pretrain import MAE, MTO, SGMIM, CroCo, NoiseMIM, SalienceMask, SimMIM
     from vitlab.pretrain.masking import BlockRandomMask
 
     mim_batch = lambda g: {"image": _img(g)}  # noqa: E731
@@ -128,6 +129,9 @@ def _methods():
                                 fusion_heads=2),
                   lambda g: {"image": _img(g), "depth": torch.rand(1, 32, 32, generator=g)}),
         "noise": (lambda: NoiseMIM(_vit(mask_token=True)), mim_batch),
+        "croco": (lambda: CroCo(CroCoNet(enc_embed_dim=32, enc_depth=1, enc_num_heads=2, dec_embed_dim=32,
+                                         dec_depth=1, dec_num_heads=2, img_size=(32, 64))),
+                  lambda g: {"image": _img_hw(g), "right": _img_hw(g)}),
     })
     from vitlab.stereo import MaDisStereo, StereoMatching, UniTTStereo
 

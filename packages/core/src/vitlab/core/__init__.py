@@ -5,7 +5,22 @@ depth), the EMA teacher, metrics, callbacks, data (SyntheticScenes, image folder
 ``vitlab`` CLI. Sibling packages (pretrain, peft, stereo, mtl, uda) build on these names.
 """
 
-from vitlab.core.backbones import CrossBlock, HRNetFeatures, MiT, RoPE2D, Swin, ViT, load_checkpoint
+from vitlab.core.backbones import (
+    CroCoNet,
+    CrossBlock,
+    HRNetFeatures,
+    MaskOutput,
+    MiT,
+    RoPE2D,
+    Swin,
+    ViT,
+    load_checkpoint,
+    masked_mse,
+    norm_pix_target,
+    patchify,
+    random_masking,
+    unpatchify,
+)
 from vitlab.core.callbacks import ModelCheckpoint, NonFiniteGuard, PlainProgressBar, PredictionImageLogger
 from vitlab.core.ema import EMATeacher
 from vitlab.core.heads import DAFormerHead, DPTHead, LinearHead, ProgressiveUpsamplingHead
@@ -25,7 +40,9 @@ __version__ = "0.1.0"
 
 __all__ = [
     "BackboneTask",
+    "CroCoNet",
     "CrossBlock",
+    "MaskOutput",
     "DPTHead",
     "DenseTask",
     "DepthEstimation",
@@ -45,6 +62,11 @@ __all__ = [
     "VitlabModule",
     "count_parameters",
     "load_checkpoint",
+    "masked_mse",
+    "norm_pix_target",
+    "patchify",
+    "random_masking",
+    "unpatchify",
     "param_groups",
     "warmup_cosine",
     "MiT",

@@ -26,7 +26,7 @@ __all__ = ["PLUGIN_CLASSES", "MissingPluginError", "check_config_plugins", "miss
 #: vitlab package -> public class names a config may use as a short ``class_path``.
 PLUGIN_CLASSES: dict[str, frozenset[str]] = {
     "pretrain": frozenset({
-        "MAE", "MAEDecoder", "MIMModule", "MTO", "BlockRandomMask", "ComplementaryMask", "MaskGenerator",
+        "MAE", "MAEDecoder", "MIMModule", "MTO", "BlockRandomMask", "ComplementaryMask", "CroCo", "MaskGenerator",
         "MaskOutput", "NoiseMIM", "PseudoDepthFolderDataModule", "PseudoDepthFolderDataset", "RandomPatchMask",
         "SGMIM", "SalienceMask", "SimMIM",
     }),

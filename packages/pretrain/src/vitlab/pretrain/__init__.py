@@ -1,10 +1,11 @@
-"""vitlab.pretrain — Masked-image-modeling pre-training for ViTs: MAE, SimMIM, salience-based adaptive masking (SBAM/AMR), masked-token optimization (MTO), structured-knowledge-guided MIM (SG-MIM) and noise-in-encoder corruption/restoration.
+"""vitlab.pretrain — Masked-image-modeling pre-training for ViTs: MAE, SimMIM, CroCo cross-view completion, salience-based adaptive masking (SBAM/AMR), masked-token optimization (MTO), structured-knowledge-guided MIM (SG-MIM) and noise-in-encoder corruption/restoration.
 
 Installing this distribution registers it in the `vitlab.plugins` entry-point group, so the
 `vitlab` CLI resolves its classes by short name.
 """
 
 from vitlab.pretrain.base import MIMModule
+from vitlab.pretrain.croco import CroCo
 from vitlab.pretrain.data import PseudoDepthFolderDataModule, PseudoDepthFolderDataset
 from vitlab.pretrain.losses import masked_l1, masked_mse, norm_pix_target, patchify, unpatchify
 from vitlab.pretrain.mae import MAE, MAEDecoder, convert_mae_decoder
@@ -31,6 +32,7 @@ __all__ = [
     "MTO",
     "BlockRandomMask",
     "ComplementaryMask",
+    "CroCo",
     "MaskGenerator",
     "MaskOutput",
     "NoiseMIM",

@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.checkpoint import checkpoint
 
 from vitlab.core import ViT, VitlabModule
+from vitlab.core.backbones.patches import norm_pix_target, patchify, unpatchify
+from vitlab.core.backbones.vit import run_block
 from vitlab.core.visualize import panel, to_uint8_image
 from vitlab.pretrain.masking import MaskGenerator, MaskOutput, RandomPatchMask
 
@@ -36,30 +37,12 @@ def merge_attn_masks(*masks: Tensor | None) -> Tensor | None:
     return out
 
 
-def run_block(blk: nn.Module, x: Tensor, pos: Tensor | None = None, attn_mask: Tensor | None = None,
-              checkpointing: bool = False) -> Tensor:
-    """One encoder/decoder block; ``attn_mask`` (broadcastable to ``(B, heads, N, N)``) needs a timm ``Block``.
-
-    ``checkpointing``: recompute the block in backward (``torch.utils.checkpoint``, non-reentrant) when
-    gradients are on; encoders pass their ``grad_checkpointing`` flag.
-    """
-    if checkpointing and torch.is_grad_enabled():
-        return checkpoint(run_block, blk, x, pos, attn_mask, use_reentrant=False)
-    if pos is not None:
-        if attn_mask is not None:
-            raise ValueError("attention masks are not supported with RoPE blocks: use pos_embed sincos/learned")
-        return blk(x, pos)
-    if attn_mask is None:
-        return blk(x)
-    return blk(x, attn_mask=attn_mask)
-
-
 def run_blocks(
     blocks, x: Tensor, pos: Tensor | None = None, attn_mask: Tensor | None = None, capture: Iterable[int] = (),
     checkpointing: bool = False,
 ) -> tuple[Tensor, dict[int, Tensor]]:
     """Run ``blocks`` in order; returns the output and the inputs of the blocks listed in ``capture``
-    (``checkpointing``: see :func:`run_block`)."""
+    (``checkpointing``: see core's :func:`~vitlab.core.backbones.vit.run_block`)."""
     wanted, saved = set(capture), {}
     for i, blk in enumerate(blocks):
         if i in wanted:
@@ -102,7 +85,7 @@ class MIMModule(VitlabModule):
 
     def __init__(
         self,
-        encoder: ViT,
+        encoder: ViT | None,
         masking: MaskGenerator | None = None,
         base_lr: float | None = 1.5e-4,
         lr_batch_divisor: int = 256,
@@ -111,7 +94,8 @@ class MIMModule(VitlabModule):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        self.encoder = encoder
+        if encoder is not None:  # None: the subclass exposes ``encoder`` itself (CroCo: its network's encoder)
+            self.encoder = encoder
         self.masking = masking if masking is not None else self.default_masking()
         self.base_lr = base_lr
         self.lr_batch_divisor = int(lr_batch_divisor)
@@ -175,9 +159,25 @@ class MIMModule(VitlabModule):
         total = trainer.estimated_stepping_batches
         return min(1.0, self.global_step / max(float(total), 1.0))
 
+    #: patch-prediction methods (MAE, CroCo, noise-in-encoder): standardise each target patch (norm-pix)
+    norm_pix_loss: bool = True
+
+    def target(self, images: Tensor) -> Tensor:
+        """Per-patch pixel target ``(B, L, p*p*C)``: :func:`patchify`, standardised per patch if ``norm_pix_loss``."""
+        t = patchify(images, self.patch_size)
+        return norm_pix_target(t) if self.norm_pix_loss else t
+
     def reconstruct(self, out: dict[str, Any], images: Tensor, masks: MaskOutput) -> Tensor:
-        """Predicted image ``(B, 3, H, W)`` in the input's normalisation, for pictures."""
-        raise NotImplementedError
+        """Predicted image ``(B, 3, H, W)`` in the input's normalisation, for pictures.
+
+        Default for methods predicting ``out["pred"]`` ``(B, L, p*p*C)`` per patch: a norm-pix prediction is
+        mapped back with the true patch statistics, then unpatchified.
+        """
+        pred = out["pred"].float()
+        if self.norm_pix_loss:
+            t = patchify(images.float(), self.patch_size)
+            pred = pred * (t.var(-1, keepdim=True) + 1e-6) ** 0.5 + t.mean(-1, keepdim=True)
+        return unpatchify(pred, self.patch_size, masks.grid, images.shape[1])
 
     # ------------------------------------------------------------------ steps
     def forward(self, batch: dict[str, Tensor]) -> tuple[dict[str, Tensor], dict[str, Any], MaskOutput]:
@@ -204,18 +204,25 @@ class MIMModule(VitlabModule):
         images = self.images(batch)
         return {"recon": self.reconstruct(out, images, masks), "mask": masks.pixel_mask(self.patch_size)}
 
+    def picture_extras(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
+        """Further ``(B, C, H, W)`` inputs shown after the reconstruction (CroCo: view 2); none by default."""
+        return {}
+
     @torch.no_grad()
     def visualize(self, batch: dict[str, Tensor], output: dict[str, Tensor], max_images: int = 4) -> dict[str, np.ndarray]:
-        """Input | masked input | reconstruction (visible patches pasted back) per image."""
+        """Input | masked input | reconstruction (visible patches pasted back) [| extras] per image."""
         images = self.images(batch)
+        extras = self.picture_extras(batch)
+        title = " | ".join(["input", "masked", "reconstruction", *extras])
         recon, m = output["recon"], output["mask"]
         pics = {}
         for i in range(min(max_images, images.shape[0])):
             x = images[i]
             masked = x * (1 - m[i]) + m[i] * x.amin()  # dark masked area
             pasted = x * (1 - m[i]) + recon[i].to(x.dtype) * m[i]
-            pics[f"{i}: input | masked | reconstruction"] = panel(
-                [to_uint8_image(x), to_uint8_image(masked), to_uint8_image(pasted)]
+            pics[f"{i}: {title}"] = panel(
+                [to_uint8_image(x), to_uint8_image(masked), to_uint8_image(pasted),
+                 *(to_uint8_image(t[i]) for t in extras.values())]
             )
         return pics
 

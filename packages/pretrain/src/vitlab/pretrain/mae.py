@@ -26,8 +26,8 @@ from torch import Tensor, nn
 from vitlab.core import ViT
 from vitlab.core.backbones import get_2d_sincos_pos_embed, init_mae_weights, load_checkpoint
 from vitlab.core.backbones.checkpoint import LoadResult, read_checkpoint, unwrap_state_dict
-from vitlab.pretrain.base import MIMModule, run_block, run_blocks
-from vitlab.pretrain.losses import masked_mse, norm_pix_target, patchify, unpatchify
+from vitlab.pretrain.base import MIMModule, run_blocks
+from vitlab.pretrain.losses import masked_mse
 from vitlab.pretrain.masking import MaskGenerator, MaskOutput
 from vitlab.pretrain.mto import MTO
 
@@ -213,8 +213,8 @@ class MAE(MIMModule):
         if not masks.uniform:  # per-image AMR: padded keys are hidden from every query
             pre = torch.ones(tokens.shape[0], enc.num_prefix_tokens, dtype=torch.bool, device=tokens.device)
             attn_mask = torch.cat([pre, masks.keep_valid], dim=1)[:, None, None, :]
-        for blk in enc.blocks:
-            tokens = run_block(blk, tokens, pos, attn_mask, checkpointing=enc.grad_checkpointing)
+        for i in range(enc.depth):
+            tokens = enc.forward_block(i, tokens, pos, attn_mask)
         return {"latent": enc.norm(tokens)}
 
     def decode(self, latent: dict[str, Any], masks: MaskOutput, batch: dict[str, Tensor]) -> dict[str, Any]:
@@ -234,16 +234,6 @@ class MAE(MIMModule):
         out["pred"] = dec.head(x)
         return out
 
-    def target(self, images: Tensor) -> Tensor:
-        t = patchify(images, self.patch_size)
-        return norm_pix_target(t) if self.norm_pix_loss else t
-
     def loss(self, out, images, masks, batch) -> dict[str, Tensor]:
         return self.with_plugin_losses(out, masked_mse(out["pred"], self.target(images), masks.mask))
 
-    def reconstruct(self, out, images, masks) -> Tensor:
-        pred = out["pred"].float()
-        if self.norm_pix_loss:  # undo the per-patch normalisation with the true patch statistics
-            t = patchify(images.float(), self.patch_size)
-            pred = pred * (t.var(-1, keepdim=True) + 1e-6) ** 0.5 + t.mean(-1, keepdim=True)
-        return unpatchify(pred, self.patch_size, masks.grid, images.shape[1])

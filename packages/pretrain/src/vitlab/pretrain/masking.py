@@ -8,7 +8,8 @@ returns a :class:`MaskOutput` that serves both encoder modes:
 * *mask-token* encoders (SimMIM, SG-MIM, noise-in-encoder) use the binary ``mask`` (1 = masked).
 
 Every generator fills all fields, so any strategy plugs into any method (e.g. block masks for MAE,
-salience masks for SimMIM).
+salience masks for SimMIM). :class:`MaskOutput`, :func:`mask_from_shuffle` and the uniform random law live in
+core (:mod:`vitlab.core.backbones.patches`, shared with stereo) and are re-exported here.
 
 Sources: MAE (He et al. 2022, `facebookresearch/mae` ``models_mae.random_masking``) [code]; SimMIM (Xie et al.
 2022, `microsoft/SimMIM` ``MaskGenerator``) [code]; SBAM/AMR (Choi et al., ECCV 2024, `doihye/SBAM`
@@ -18,10 +19,11 @@ Sources: MAE (He et al. 2022, `facebookresearch/mae` ``models_mae.random_masking
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+
+from vitlab.core.backbones.patches import MASK_COUNT_RULES, MaskOutput, mask_from_shuffle, random_masking
 
 __all__ = [
     "MaskOutput",
@@ -33,91 +35,6 @@ __all__ = [
     "salience_scores",
     "mask_from_shuffle",
 ]
-
-
-@dataclass
-class MaskOutput:
-    """One batch of masks on an ``h x w`` patch grid (``L = h*w``).
-
-    Attributes:
-        mask: ``(B, L)`` float, 1 = masked / removed, 0 = visible (MAE convention), raster order.
-        ids_shuffle: ``(B, L)`` int64; the first ``len_keep[b]`` entries are the visible patches of image b.
-        ids_restore: ``(B, L)`` int64, the inverse permutation (``ids_shuffle.gather(1, ids_restore) = arange``).
-        len_keep: ``(B,)`` int64 number of visible patches per image.
-        grid: ``(h, w)``.
-        ratio: ``(B,)`` float, the masking ratio each image was asked for (AMR changes it per batch/image).
-        keep_max, keep_min: host-side bounds ``keep_min <= len_keep[b] <= keep_max`` known without reading
-            the device (the generator knows them from its ratios). ``keep_max`` fixes the width of
-            ``ids_keep``, so token dropping has a static shape and never syncs; ``None`` = unknown, then
-            they are read from ``len_keep`` (one host sync each).
-    """
-
-    mask: Tensor
-    ids_shuffle: Tensor
-    ids_restore: Tensor
-    len_keep: Tensor
-    grid: tuple[int, int]
-    ratio: Tensor
-    keep_max: int | None = None
-    keep_min: int | None = None
-
-    @property
-    def max_keep(self) -> int:
-        """Width of :attr:`ids_keep`: the host-known bound, else ``max(len_keep)`` (a host sync)."""
-        if self.keep_max is not None:
-            return self.keep_max
-        return int(self.len_keep.max())
-
-    @property
-    def min_keep(self) -> int:
-        """Smallest number of visible patches of an image (host-known bound, else read from the device)."""
-        if self.keep_min is not None:
-            return self.keep_min
-        return int(self.len_keep.min())
-
-    @property
-    def uniform(self) -> bool:
-        """True when every image keeps the same number of patches (no padding needed to drop tokens).
-
-        Decided on the host when the generator gave equal bounds; with unequal bounds ``ids_keep`` may hold
-        padding and consumers mask it (:attr:`keep_valid`) even if this batch happens to be uniform.
-        """
-        if self.keep_max is not None and self.keep_min is not None:
-            return self.keep_max == self.keep_min
-        return bool((self.len_keep == self.len_keep[0]).all())
-
-    @property
-    def ids_keep(self) -> Tensor:
-        """``(B, max_keep)`` kept patch indices; with per-image ratios the tail of short rows is padding."""
-        return self.ids_shuffle[:, : self.max_keep]
-
-    @property
-    def keep_valid(self) -> Tensor:
-        """``(B, max_keep)`` bool: False marks padding slots of ``ids_keep`` (only with per-image ratios)."""
-        ar = torch.arange(self.max_keep, device=self.len_keep.device)
-        return ar[None] < self.len_keep[:, None]
-
-    def mask_2d(self) -> Tensor:
-        """``(B, 1, h, w)`` float mask."""
-        h, w = self.grid
-        return self.mask.reshape(-1, 1, h, w)
-
-    def pixel_mask(self, patch_size: int) -> Tensor:
-        """``(B, 1, H, W)`` float mask upsampled to pixels (SimMIM ``repeat_interleave``)."""
-        m = self.mask_2d()
-        return m.repeat_interleave(patch_size, 2).repeat_interleave(patch_size, 3)
-
-
-def mask_from_shuffle(ids_shuffle: Tensor, len_keep: Tensor, grid: tuple[int, int], ratio: Tensor,
-                      keep_max: int | None = None, keep_min: int | None = None) -> MaskOutput:
-    """Build a :class:`MaskOutput` from a per-sample ordering (visible first) and per-image keep counts
-    (``keep_max`` / ``keep_min``: host-known bounds of ``len_keep``, see :class:`MaskOutput`)."""
-    B, L = ids_shuffle.shape
-    ids_restore = torch.argsort(ids_shuffle, dim=1)
-    ar = torch.arange(L, device=ids_shuffle.device)
-    mask_shuffled = (ar[None] >= len_keep[:, None]).float()  # 0 = keep, in shuffled order
-    mask = torch.gather(mask_shuffled, 1, ids_restore)
-    return MaskOutput(mask, ids_shuffle, ids_restore, len_keep, grid, ratio, keep_max, keep_min)
 
 
 def _mask_from_binary(mask: Tensor, grid: tuple[int, int], ratio: Tensor, keep: int | None = None) -> MaskOutput:
@@ -150,25 +67,27 @@ class MaskGenerator:
 
 
 class RandomPatchMask(MaskGenerator):
-    """MAE per-sample random masking [code]: ``len_keep = int(L (1 - r))``, ``ids_shuffle = argsort(U[0,1])``.
+    """Per-sample uniform random masking (core :func:`~vitlab.core.backbones.patches.random_masking`).
+
+    MAE [code]: ``len_keep = int(L (1 - r))``, ``ids_shuffle = argsort(U[0,1])``. CroCo's ``RandomMask`` [code]
+    masks ``int(r L)`` patches instead (``count="mask"``); the two differ by one patch when ``r L`` is not an
+    integer.
 
     Args:
-        mask_ratio: fraction of patches removed (0.75, MAE).
+        mask_ratio: fraction of patches removed (0.75, MAE; CroCo 0.9).
+        count: ``"keep"`` (MAE rounding, default) or ``"mask"`` (CroCo rounding).
     """
 
-    def __init__(self, mask_ratio: float = 0.75) -> None:
+    def __init__(self, mask_ratio: float = 0.75, count: str = "keep") -> None:
         if not 0.0 <= mask_ratio < 1.0:
             raise ValueError(f"RandomPatchMask: mask_ratio must be in [0, 1), got {mask_ratio}")
+        if count not in MASK_COUNT_RULES:
+            raise ValueError(f"RandomPatchMask: count must be one of {MASK_COUNT_RULES}, got {count!r}")
         self.mask_ratio = float(mask_ratio)
+        self.count = count
 
     def __call__(self, batch_size, grid, device, patch_size=16, tokens=None, epoch=0) -> MaskOutput:
-        L = grid[0] * grid[1]
-        len_keep = int(L * (1 - self.mask_ratio))
-        noise = torch.rand(batch_size, L, device=device)
-        ids_shuffle = torch.argsort(noise, dim=1)  # ascending: small noise = keep
-        keep = torch.full((batch_size,), len_keep, dtype=torch.long, device=device)
-        ratio = torch.full((batch_size,), self.mask_ratio, device=device)
-        return mask_from_shuffle(ids_shuffle, keep, grid, ratio, len_keep, len_keep)
+        return random_masking(batch_size, grid, self.mask_ratio, device, count=self.count)
 
 
 class BlockRandomMask(MaskGenerator):

@@ -33,8 +33,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vitlab.core import ViT
-from vitlab.pretrain.base import MIMModule, attention_probs, run_block
-from vitlab.pretrain.losses import masked_mse, norm_pix_target, patchify, unpatchify
+from vitlab.pretrain.base import MIMModule, attention_probs
+from vitlab.pretrain.losses import masked_mse
 from vitlab.pretrain.masking import MaskGenerator, MaskOutput
 
 __all__ = ["NoiseMIM", "alpha_bar_schedule"]
@@ -170,7 +170,7 @@ class NoiseMIM(MIMModule):
                 mass = (A * is_noised[:, None, None, :].to(A.dtype)).sum(-1)  # on noised keys
                 q = is_mask[:, None, :].to(A.dtype)
                 dis = dis + (mass * q).sum() / (q.sum() * A.shape[1]).clamp_min(1.0)
-            tokens = run_block(blk, tokens, pos, am, checkpointing=enc.grad_checkpointing)
+            tokens = enc.forward_block(i, tokens, pos, am)
         if pen_layers:
             dis = dis / len(pen_layers)
         return {"tokens": enc.norm(tokens), "clean": clean, "noised": noised, "dis": dis,
@@ -183,10 +183,6 @@ class NoiseMIM(MIMModule):
         if self.feature_head is not None:
             out["pred_feature"] = self.feature_head(z)
         return out
-
-    def target(self, images: Tensor) -> Tensor:
-        t = patchify(images, self.patch_size)
-        return norm_pix_target(t) if self.norm_pix_loss else t
 
     def loss(self, out, images, masks, batch) -> dict[str, Tensor]:
         target = self.target(images)
@@ -207,9 +203,3 @@ class NoiseMIM(MIMModule):
         losses["loss"] = total
         return losses
 
-    def reconstruct(self, out, images, masks) -> Tensor:
-        pred = out["pred"].float()
-        if self.norm_pix_loss:
-            t = patchify(images.float(), self.patch_size)
-            pred = pred * (t.var(-1, keepdim=True) + 1e-6) ** 0.5 + t.mean(-1, keepdim=True)
-        return unpatchify(pred, self.patch_size, masks.grid, images.shape[1])

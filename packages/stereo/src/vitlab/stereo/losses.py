@@ -11,6 +11,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from vitlab.core.backbones.patches import masked_mse, norm_pix_target
+
 __all__ = [
     "CONSISTENCY_MODES",
     "LaplacianLoss",
@@ -93,7 +95,8 @@ def build_stereo_loss(name: str) -> nn.Module:
 
 
 class MaskedMSE(nn.Module):
-    """CroCo's reconstruction loss on masked patches; with ``norm_pix`` each target patch is standardised.
+    """CroCo's reconstruction loss on masked patches; with ``norm_pix`` each target patch is standardised
+    (core :func:`~vitlab.core.backbones.patches.norm_pix_target` / :func:`~vitlab.core.backbones.patches.masked_mse`).
 
     ``forward(pred (B, L, P), target (B, L, P), mask (B, L) bool, True = masked)``:
     ``sum_i m_i mean_j (p_ij - t_ij)^2 / sum_i m_i``. Returns 0 (with graph) when nothing is masked.
@@ -105,12 +108,8 @@ class MaskedMSE(nn.Module):
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         if self.norm_pix:
-            mean = target.mean(dim=-1, keepdim=True)
-            var = target.var(dim=-1, keepdim=True)
-            target = (target - mean) / (var + self.eps) ** 0.5
-        per_patch = (pred.float() - target.float()).pow(2).mean(dim=-1)
-        m = mask.to(per_patch.dtype)
-        return (per_patch * m).sum() / m.sum().clamp(min=1.0)  # 0 with graph when nothing is masked
+            target = norm_pix_target(target, self.eps)
+        return masked_mse(pred, target, mask)  # 0 with graph when nothing is masked
 
 
 CONSISTENCY_MODES = ("fixed", "official")

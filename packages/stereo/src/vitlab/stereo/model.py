@@ -4,11 +4,9 @@ Re-implementation of ``CroCoDownstreamBinocular`` + ``PixelwiseTaskWithDPT`` of 
 al., "CroCo v2: Improved Cross-view Completion Pre-training for Stereo Matching and Optical Flow", ICCV 2023,
 `naver/croco`), built from vitlab core parts:
 
-* encoder: :class:`vitlab.core.ViT` with ``pos_embed="rope"`` (RoPE2D, base 100), no class token; both views
-  are encoded in one batch ``cat([left, right])``;
-* ONE shared ``decoder_embed = Linear(enc_dim -> dec_dim)`` applied to both views;
-* decoder: :class:`vitlab.core.backbones.CrossBlock` (self-attention, cross-attention to the other view, MLP);
-  the memory (right tokens) is the same tensor for every block; final ``dec_norm``;
+* the CroCo v2 body :class:`vitlab.core.backbones.croco.CroCoNet` (shared with ``vitlab.pretrain.CroCo``):
+  RoPE2D ViT encoder (both views encoded in one batch ``cat([left, right])``), ONE shared ``decoder_embed``,
+  cross-attention decoder whose memory (right tokens) is the same tensor for every block, final ``dec_norm``;
 * DPT head (:class:`vitlab.core.DPTHead`) over ``enc_blocks_out + dec_blocks_out`` (the last encoder entry
   enc-normed, the last decoder entry dec-normed) at the ``hooks`` indices; 2 channels = disparity + raw
   confidence, no activation.
@@ -19,28 +17,24 @@ The masked forwards used by UniTT-Stereo / MaDis-Stereo keep CroCo's pre-trainin
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Mapping
-from functools import partial
 from typing import NamedTuple
 
 import torch
-import torch.nn as nn
 
-from vitlab.core import DPTHead, ViT
-from vitlab.core.backbones import (
-    CrossBlock,
-    convert_croco_decoder,
-    init_mae_weights,
-    load_checkpoint,
-    read_checkpoint,
-)
+from vitlab.core import DPTHead
+from vitlab.core.backbones import convert_croco_decoder, load_checkpoint, read_checkpoint
 from vitlab.core.backbones.checkpoint import unwrap_state_dict
+from vitlab.core.backbones.croco import CROCO_PRESETS, CroCoNet
+from vitlab.core.backbones.patches import patchify, unpatchify
 from vitlab.core.restore import skip_pretrained
 
 __all__ = [
     "PRESETS",
+    "vitlab_croco_state",
     "BinocularViT",
     "LoadReport",
     "croco_hooks",
@@ -49,12 +43,10 @@ __all__ = [
     "unpatchify",
 ]
 
+_log = logging.getLogger(__name__)
+
 #: preset -> (enc dim, enc depth, enc heads, dec dim, dec depth, dec heads) [code: naver/croco]
-PRESETS: dict[str, tuple[int, int, int, int, int, int]] = {
-    "B-S": (768, 12, 12, 512, 8, 16),
-    "B-B": (768, 12, 12, 768, 12, 12),
-    "L-B": (1024, 24, 16, 768, 12, 12),
-}
+PRESETS = CROCO_PRESETS
 HOOK_MODES = ("croco", "decoder")
 
 
@@ -82,23 +74,6 @@ def decoder_hooks(enc_depth: int, dec_depth: int) -> list[int]:
     else:
         rel = [min(dec_depth - 1, round(i * (dec_depth - 1) / 3)) for i in range(4)]
     return [enc_depth + r for r in rel]
-
-
-def patchify(images: torch.Tensor, patch_size: int) -> torch.Tensor:
-    """``(B, 3, H, W)`` -> ``(B, L, p*p*3)`` in CroCo/MAE order (row-major patches, ``(py, px, c)`` inside)."""
-    B, C, H, W = images.shape
-    p = patch_size
-    h, w = H // p, W // p
-    x = images.reshape(B, C, h, p, w, p)
-    return torch.einsum("nchpwq->nhwpqc", x).reshape(B, h * w, p * p * C)
-
-
-def unpatchify(tokens: torch.Tensor, patch_size: int, hw: tuple[int, int], channels: int = 3) -> torch.Tensor:
-    """Inverse of :func:`patchify`."""
-    B = tokens.shape[0]
-    p, (h, w) = patch_size, hw
-    x = tokens.reshape(B, h, w, p, p, channels)
-    return torch.einsum("nhwpqc->nchpwq", x).reshape(B, channels, h * p, w * p)
 
 
 class LoadReport(NamedTuple):
@@ -165,7 +140,32 @@ def _croco_alias_keys(state: Mapping[str, torch.Tensor], source: str) -> set[str
     return out
 
 
-class BinocularViT(nn.Module):
+_OWN_ANCHOR = "encoder.patch_embed.proj.weight"
+
+
+def _report(missing: list[str], unexpected: list[str], source: str, strict: bool) -> LoadReport:
+    if strict and (missing or unexpected):
+        raise RuntimeError(f"checkpoint {source}: missing {missing[:10]}, unexpected {unexpected[:10]}")
+    return LoadReport(missing, unexpected)
+
+
+def vitlab_croco_state(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor] | None:
+    """The :class:`~vitlab.core.backbones.croco.CroCoNet` part of a vitlab checkpoint, or ``None`` for another
+    layout.
+
+    A Lightning checkpoint of ``vitlab.pretrain.CroCo`` or of a stereo module stores the network under one
+    prefix (``net.``); it is located by the encoder's patch embedding (the shortest such prefix, so an EMA
+    teacher copy is skipped) and stripped, which leaves :class:`BinocularViT`'s own names
+    (``encoder.*, decoder_embed.*, mask_token, dec_blocks.*, dec_norm.*, prediction_head.*``).
+    """
+    anchors = [k for k in state if k == _OWN_ANCHOR or k.endswith("." + _OWN_ANCHOR)]
+    if not anchors:
+        return None
+    prefix = min(anchors, key=len)[: -len(_OWN_ANCHOR)]
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+
+
+class BinocularViT(CroCoNet):
     """CroCo-Stereo binocular ViT: ``forward(left, right) -> (B, 2, H, W)`` = disparity, raw confidence.
 
     Args:
@@ -182,10 +182,11 @@ class BinocularViT(nn.Module):
         out_channels: head outputs (2 = disparity + confidence).
         layer_dims, feature_dim, last_dim: DPT widths (96, 192, 384, 768) / 256 / 32 as in CroCo-Stereo.
         mlp_ratio: 4. drop_path_rate: 0 (CroCo uses none).
-        pretrained: a CroCo / CroCo-Stereo checkpoint (``.pth``) loaded with :meth:`load_croco` (strict=False).
+        pretrained: a CroCo / CroCo-Stereo checkpoint (``.pth``), or a vitlab Lightning checkpoint of
+            ``vitlab.pretrain.CroCo`` / a stereo module, loaded with :meth:`load_croco` (strict=False).
 
-    Initialisation: encoder as MAE/CroCo (core ViT), decoder Linear layers xavier-uniform, ``mask_token``
-    N(0, 0.02).
+    Encoder, decoder and pixel head come from :class:`~vitlab.core.backbones.croco.CroCoNet` (same names and
+    initialisation); the DPT head is new.
     """
 
     def __init__(
@@ -210,29 +211,15 @@ class BinocularViT(nn.Module):
         drop_path_rate: float = 0.0,
         pretrained: str | None = None,
     ) -> None:
-        super().__init__()
         if hook_mode not in HOOK_MODES:
             raise ValueError(f"hook_mode must be one of {HOOK_MODES}, got {hook_mode!r}")
-        ed, edep, eh, dd, ddep, dh = self.resolve_sizes(
-            preset, enc_embed_dim, enc_depth, enc_num_heads, dec_embed_dim, dec_depth, dec_num_heads)
-        self.enc_embed_dim, self.enc_depth, self.dec_embed_dim, self.dec_depth = ed, edep, dd, ddep
-        self.patch_size = patch_size
-        self.hook_mode = hook_mode
-        self.encoder = ViT(
-            embed_dim=ed, depth=edep, num_heads=eh, patch_size=patch_size, img_size=img_size,
-            mlp_ratio=mlp_ratio, pos_embed="rope", rope_base=rope_base, class_token=False,
+        super().__init__(
+            preset, enc_embed_dim, enc_depth, enc_num_heads, dec_embed_dim, dec_depth, dec_num_heads,
+            patch_size=patch_size, img_size=img_size, rope_base=rope_base, mlp_ratio=mlp_ratio,
             drop_path_rate=drop_path_rate,
         )
-        self.rope = self.encoder.rope  # one RoPE2D for encoder and decoder
-        self.decoder_embed = nn.Linear(ed, dd, bias=True)
-        self.mask_token = nn.Parameter(torch.zeros(1, 1, dd))
-        dpr = [float(r) for r in torch.linspace(0, drop_path_rate, ddep)]
-        self.dec_blocks = nn.ModuleList(
-            CrossBlock(dd, dh, mlp_ratio=mlp_ratio, qkv_bias=True, drop_path=dpr[i], rope=self.rope)
-            for i in range(ddep)
-        )
-        self.dec_norm = partial(nn.LayerNorm, eps=1e-6)(dd)
-        self.prediction_head = nn.Linear(dd, patch_size**2 * 3)
+        self.hook_mode = hook_mode
+        edep, ddep, ed, dd = self.enc_depth, self.dec_depth, self.enc_embed_dim, self.dec_embed_dim
         if hooks is None:
             hooks = croco_hooks(edep, ddep) if hook_mode == "croco" else decoder_hooks(edep, ddep)
         hooks = [int(h) for h in hooks]
@@ -243,76 +230,11 @@ class BinocularViT(nn.Module):
             [ed if h < edep else dd for h in hooks], out_channels, layer_dims=layer_dims,
             feature_dim=feature_dim, last_dim=last_dim, patch_size=patch_size, fp32_output=True,
         )
-        self._init_decoder()
         if pretrained and not skip_pretrained(pretrained):
-            self.load_croco(pretrained)
-
-    @staticmethod
-    def resolve_sizes(preset: str | None = None, *overrides: int | None) -> tuple[int, ...]:
-        """``(enc_dim, enc_depth, enc_heads, dec_dim, dec_depth, dec_heads)`` of a preset with overrides."""
-        if preset is not None and preset not in PRESETS:
-            raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
-        base = PRESETS[preset or "B-B"]
-        overrides = overrides + (None,) * (6 - len(overrides))
-        return tuple(int(o) if o else b for o, b in zip(overrides, base))
-
-    def _init_decoder(self) -> None:
-        for m in [self.decoder_embed, self.prediction_head, *self.dec_blocks.modules(), self.dec_norm]:
-            init_mae_weights(m)
-        nn.init.normal_(self.mask_token, std=0.02)
-
-    # ------------------------------------------------------------------ helpers
-    @torch.jit.ignore
-    def no_weight_decay(self) -> set[str]:
-        return {"mask_token"}
-
-    def encode(
-        self, images: torch.Tensor, ids_keep: torch.Tensor | None = None
-    ) -> tuple[list[torch.Tensor], torch.Tensor, tuple[int, int]]:
-        """Encoder on (visible) tokens: ``(all block outputs, last one enc-normed; positions (B|1, N', 2); (h, w))``."""
-        if ids_keep is not None:
-            ids_keep = ids_keep.sort(dim=1).values  # raster order, like CroCo's boolean selection
-        x, pos, hw = self.encoder.prepare_tokens(images, ids_keep=ids_keep)
-        outs = []
-        for blk in self.encoder.blocks:
-            x = self.encoder._block(blk, x, pos)
-            outs.append(x)
-        outs[-1] = self.encoder.norm(outs[-1])
-        if pos.ndim == 2:
-            pos = pos[None].expand(x.shape[0], -1, -1)
-        return outs, pos, hw
-
-    def full_positions(self, batch: int, hw: tuple[int, int], device) -> torch.Tensor:
-        """Grid positions ``(N, 2)`` (shared by the batch; RoPE2D broadcasts them)."""
-        return self.encoder.grid_positions(hw[0], hw[1], device)
-
-    def decode(
-        self,
-        query: torch.Tensor,
-        memory: torch.Tensor,
-        hw: tuple[int, int],
-        ids_keep: torch.Tensor | None = None,
-    ) -> list[torch.Tensor]:
-        """Decoder blocks; ``query`` holds the visible tokens at ``ids_keep`` (None = all), ``memory`` all tokens.
-
-        Masked query positions get ``mask_token`` (after ``decoder_embed``). Returns every block output, the
-        last one dec-normed. Both views share ``decoder_embed``; the memory is never updated.
-        """
-        B = query.shape[0]
-        n = hw[0] * hw[1]
-        q = self.decoder_embed(query)
-        if ids_keep is not None:
-            full = self.mask_token.to(q.dtype).expand(B, n, -1).clone()
-            idx = ids_keep.sort(dim=1).values
-            q = full.scatter(1, idx[..., None].expand(-1, -1, q.shape[-1]), q)
-        y = self.decoder_embed(memory)
-        pos = self.full_positions(B, hw, q.device)
-        outs = []
-        for blk in self.dec_blocks:
-            q, y = blk(q, y, pos, pos)
-            outs.append(q)
-        outs[-1] = self.dec_norm(outs[-1])
-        return outs
+            report = self.load_croco(pretrained)
+            not_head = [k for k in report.missing if not k.startswith("head.")]
+            if not_head or report.unexpected:
+                _log.warning("BinocularViT: %s: missing %s, unused %s", pretrained, not_head[:10], report.unexpected[:10])
 
     def dense_head(self, features: list[torch.Tensor], image_size: tuple[int, int]) -> torch.Tensor:
         """DPT over ``features = enc_out + dec_out`` (or any list indexed by ``hooks``)."""
@@ -332,13 +254,14 @@ class BinocularViT(nn.Module):
         # disparity + confidence in fp32 even under bf16 autocast (regression targets, Laplacian loss)
         return self.dense_head(feats, left.shape[-2:]).float()
 
-    def reconstruct(self, dec_last: torch.Tensor) -> torch.Tensor:
-        """Pixel prediction per patch ``(B, L, p*p*3)`` from the (dec-normed) last decoder output."""
-        return self.prediction_head(dec_last)
-
     # ------------------------------------------------------------------ checkpoints
     def load_croco(self, path_or_state: str | Mapping, strict: bool = False) -> LoadReport:
-        """Load an official CroCo (pre-training) or CroCo-Stereo checkpoint through the key map.
+        """Load an official CroCo (pre-training) or CroCo-Stereo checkpoint through the key map, or a vitlab
+        checkpoint (``vitlab.pretrain.CroCo`` pre-training, a stereo module) by its own names.
+
+        vitlab checkpoints (recognised by ``[prefix.]encoder.patch_embed.proj.weight``, see
+        :func:`vitlab_croco_state`) load name for name; from a CroCo pre-training run only the DPT ``head.*`` is
+        missing.
 
         Encoder keys (``patch_embed``, ``enc_blocks``, ``enc_norm``) go through core
         ``load_checkpoint(format="croco")``; ``dec_blocks`` through ``convert_croco_decoder`` (cross-attention
@@ -356,6 +279,9 @@ class BinocularViT(nn.Module):
         else:
             source, obj = str(path_or_state), read_checkpoint(path_or_state)
         state = unwrap_state_dict(obj, source=source)
+        own_layout = vitlab_croco_state(state)
+        if own_layout is not None:
+            return self._load_own_layout(own_layout, source, strict)
         if not any(k.startswith(("enc_blocks.", "dec_blocks.")) for k in state):
             raise ValueError(
                 f"checkpoint {source}: not a CroCo checkpoint (no 'enc_blocks.*' / 'dec_blocks.*' keys); "
@@ -379,20 +305,29 @@ class BinocularViT(nn.Module):
         used |= {k for k in state if k.startswith(("dec_blocks.", "head.dpt."))} | {k for k in new if k in state}
         used |= {k for k in state if k in ("enc_pos_embed", "dec_pos_embed")}
         used |= aliases
+        loaded |= set(self._load_fitting(new, source))
+        # a CroCo-Stereo checkpoint lacks the pretext mask token and pixel head by construction
+        absent = ("mask_token", "prediction_head.") if any(k.startswith("head.dpt.") for k in state) else ()
+        missing = sorted(k for k in own if k not in loaded and not (absent and k.startswith(absent)))
+        unexpected = sorted([k for k in state if k not in used] + [k for k in new if k not in own])
+        return _report(missing, unexpected, source, strict)
+
+    def _load_own_layout(self, state: Mapping[str, torch.Tensor], source: str, strict: bool) -> LoadReport:
+        """Load vitlab's own names (a ``vitlab.pretrain.CroCo`` or stereo checkpoint, prefix stripped)."""
+        fits = self._load_fitting(state, source)
+        missing = sorted(k for k in self.state_dict() if k not in fits)
+        return _report(missing, sorted(k for k in state if k not in fits), source, strict)
+
+    def _load_fitting(self, new: Mapping[str, torch.Tensor], source: str) -> dict[str, torch.Tensor]:
+        """Load the entries of ``new`` that name a model tensor (shapes checked first); returns them."""
+        own = self.state_dict()
         bad = [f"{k}: model {tuple(own[k].shape)} vs checkpoint {tuple(v.shape)}"
                for k, v in new.items() if k in own and own[k].shape != v.shape]
         if bad:
             raise ValueError(f"checkpoint {source}: shape mismatch for " + "; ".join(bad[:8]))
         fits = {k: v for k, v in new.items() if k in own}
         self.load_state_dict(fits, strict=False)
-        loaded |= set(fits)
-        # a CroCo-Stereo checkpoint lacks the pretext mask token and pixel head by construction
-        absent = ("mask_token", "prediction_head.") if any(k.startswith("head.dpt.") for k in state) else ()
-        missing = sorted(k for k in own if k not in loaded and not (absent and k.startswith(absent)))
-        unexpected = sorted([k for k in state if k not in used] + [k for k in new if k not in own])
-        if strict and (missing or unexpected):
-            raise RuntimeError(f"checkpoint {source}: missing {missing[:10]}, unexpected {unexpected[:10]}")
-        return LoadReport(missing, unexpected)
+        return fits
 
     @classmethod
     def from_croco_checkpoint(cls, path: str, **kwargs) -> BinocularViT:

@@ -15,28 +15,25 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vitlab.core import EMATeacher, VitlabModule
+from vitlab.core.backbones.patches import patchify, random_masking
 from vitlab.core.visualize import colorize_depth, panel, to_uint8_image
 
 from .losses import LaplacianLossBounded2, MaskedMSE, build_stereo_loss, feature_warp_consistency
 from .metrics import StereoMetrics
-from .model import BinocularViT, patchify
+from .model import BinocularViT
 from .tiling import CONF_MODES, confidence_weight, tiled_predict
 
 __all__ = ["MaDisStereo", "StereoMatching", "UniTTStereo", "random_token_mask", "sample_mask_ratio"]
 
 
 def random_token_mask(batch: int, num_tokens: int, ratio: float, device=None) -> tuple[Tensor, Tensor]:
-    """CroCo ``RandomMask``: exactly ``int(ratio * N)`` masked tokens per sample, uniformly at random.
+    """CroCo ``RandomMask``: exactly ``int(ratio * N)`` masked tokens per sample, uniformly at random (core
+    :func:`~vitlab.core.backbones.patches.random_masking` with CroCo's count rule).
 
     Returns ``(mask (B, N) bool, True = masked; ids_keep (B, N - k) sorted visible indices)``.
     """
-    k = int(ratio * num_tokens)
-    noise = torch.rand(batch, num_tokens, device=device)
-    ids = noise.argsort(dim=1)
-    ids_keep = ids[:, k:].sort(dim=1).values
-    mask = torch.ones(batch, num_tokens, dtype=torch.bool, device=device)
-    mask.scatter_(1, ids_keep, False)
-    return mask, ids_keep
+    m = random_masking(batch, num_tokens, ratio, device, count="mask")
+    return m.mask > 0.5, m.ids_keep.sort(dim=1).values
 
 
 def sample_mask_ratio(low: float, high: float, mean: float, std: float, generator=None) -> float:

@@ -1,4 +1,5 @@
-"""ViT backbones, position embeddings (sin-cos, RoPE2D), CroCo decoder block and checkpoint loading."""
+"""ViT backbones, position embeddings (sin-cos, RoPE2D), the CroCo encoder-decoder, patch / masking helpers
+and checkpoint loading."""
 
 from .checkpoint import (
     LoadResult,
@@ -8,13 +9,23 @@ from .checkpoint import (
     read_checkpoint,
     save_checkpoint,
 )
+from .croco import CROCO_PRESETS, CroCoNet
 from .decoder import CrossBlock
 from .hrnet import HRNetFeatures
 from .mit import MIT_SIZES, MiT, convert_segformer_state_dict, load_segformer_checkpoint
+from .patches import (
+    MaskOutput,
+    mask_from_shuffle,
+    masked_mse,
+    norm_pix_target,
+    patchify,
+    random_masking,
+    unpatchify,
+)
 from .pos_embed import get_1d_sincos_pos_embed, get_2d_sincos_pos_embed, resize_pos_embed
 from .rope import RoPE2D, RoPEAttention
 from .swin import SWIN_SIZES, Swin, average_over_windows, window_attention
-from .vit import VIT_SIZES, RoPEBlock, ViT, default_out_indices, init_mae_weights
+from .vit import VIT_SIZES, RoPEBlock, ViT, default_out_indices, init_mae_weights, run_block
 
 __all__ = [
     "ViT",
@@ -25,6 +36,16 @@ __all__ = [
     "RoPE2D",
     "RoPEAttention",
     "CrossBlock",
+    "CroCoNet",
+    "CROCO_PRESETS",
+    "MaskOutput",
+    "mask_from_shuffle",
+    "masked_mse",
+    "norm_pix_target",
+    "patchify",
+    "random_masking",
+    "unpatchify",
+    "run_block",
     "get_1d_sincos_pos_embed",
     "get_2d_sincos_pos_embed",
     "resize_pos_embed",

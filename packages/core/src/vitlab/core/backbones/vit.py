@@ -32,7 +32,7 @@ from vitlab.core.restore import skip_pretrained
 from .pos_embed import get_2d_sincos_pos_embed, resize_pos_embed
 from .rope import RoPE2D, RoPEAttention
 
-__all__ = ["ViT", "VIT_SIZES", "RoPEBlock", "default_out_indices", "init_mae_weights"]
+__all__ = ["ViT", "VIT_SIZES", "RoPEBlock", "default_out_indices", "init_mae_weights", "run_block"]
 
 _log = logging.getLogger(__name__)
 
@@ -52,6 +52,25 @@ _CKPT_EXTS = (".pth", ".pt", ".bin", ".safetensors", ".ckpt")
 def default_out_indices(depth: int, n: int = 4) -> list[int]:
     """``n`` evenly spaced block indices ending at the last block (depth 12 -> [2, 5, 8, 11], 24 -> [5, 11, 17, 23])."""
     return [max(math.ceil(depth * (k + 1) / n) - 1, 0) for k in range(n)]
+
+
+def run_block(blk: nn.Module, x: torch.Tensor, pos: torch.Tensor | None = None,
+              attn_mask: torch.Tensor | None = None, checkpointing: bool = False) -> torch.Tensor:
+    """One transformer block: ``blk(x)``, ``blk(x, pos)`` (RoPE) or ``blk(x, attn_mask=...)`` (a timm ``Block``;
+    ``attn_mask`` broadcastable to ``(B, heads, N, N)``).
+
+    ``checkpointing``: recompute the block in backward (``torch.utils.checkpoint``, non-reentrant) when
+    gradients are on.
+    """
+    if checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
+        return checkpoint(run_block, blk, x, pos, attn_mask, use_reentrant=False)
+    if pos is not None:
+        if attn_mask is not None:
+            raise ValueError("attention masks are not supported with RoPE blocks: use pos_embed sincos/learned")
+        return blk(x, pos)
+    if attn_mask is None:
+        return blk(x)
+    return blk(x, attn_mask=attn_mask)
 
 
 class RoPEBlock(Block):
@@ -439,11 +458,17 @@ class ViT(nn.Module):
         rope_pos = self._rope_positions(h, w, tokens.device, ids_keep) if self.rope is not None else None
         return tokens, rope_pos, (h, w)
 
-    def _block(self, blk: nn.Module, x: torch.Tensor, pos: torch.Tensor | None) -> torch.Tensor:
-        args = (x,) if pos is None else (x, pos)
-        if self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting():
-            return checkpoint(blk, *args, use_reentrant=False)
-        return blk(*args)
+    def forward_block(
+        self, index: int, x: torch.Tensor, pos: torch.Tensor | None = None, attn_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Run block ``index`` on tokens ``x`` (from :meth:`prepare_tokens` or the previous block), with the
+        RoPE positions ``pos`` that :meth:`prepare_tokens` returned and the encoder's gradient checkpointing.
+
+        The public per-block step for methods that need every block's output or act between blocks
+        (CroCo-style encoders, MAE-style token dropping with attention masks); ``attn_mask`` needs sin-cos /
+        learned / no positions (a timm ``Block``).
+        """
+        return run_block(self.blocks[index], x, pos, attn_mask, self.grad_checkpointing)
 
     def forward_features(
         self, x: torch.Tensor, ids_keep: torch.Tensor | None = None, mask: torch.Tensor | None = None
@@ -459,8 +484,8 @@ class ViT(nn.Module):
                 before the position embedding (SimMIM); needs ``mask_token=True``.
         """
         tokens, pos, _ = self.prepare_tokens(x, ids_keep=ids_keep, mask=mask)
-        for blk in self.blocks:
-            tokens = self._block(blk, tokens, pos)
+        for i in range(self.depth):
+            tokens = self.forward_block(i, tokens, pos)
         return self.norm(tokens)
 
     def _normalize_indices(self, indices: Iterable[int]) -> list[int]:
@@ -502,8 +527,8 @@ class ViT(nn.Module):
             raise ValueError("feature maps need every token: use return_tokens=True together with ids_keep")
         tokens, pos, (h, w) = self.prepare_tokens(x, ids_keep=ids_keep, mask=mask)
         wanted, saved = set(idx), {}
-        for i, blk in enumerate(self.blocks[: max(idx) + 1]):
-            tokens = self._block(blk, tokens, pos)
+        for i in range(max(idx) + 1):
+            tokens = self.forward_block(i, tokens, pos)
             if i in wanted:
                 saved[i] = tokens
         outs = []

@@ -1,4 +1,5 @@
-"""Data: the procedural SyntheticScenes and SyntheticStereo, ImageNet-layout folders, file-format readers, samplers."""
+"""Data: the procedural SyntheticScenes and SyntheticStereo, ImageNet-layout folders, image pairs, file-format
+readers, samplers."""
 
 from vitlab.core.data.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize
 from vitlab.core.data.dense import (
@@ -34,6 +35,7 @@ from vitlab.core.data.io import (
     write_png16,
 )
 from vitlab.core.data.loader import make_loader
+from vitlab.core.data.pairs import ImagePairDataModule, ImagePairs, list_image_pairs
 from vitlab.core.data.sampling import EpochShuffleSampler
 from vitlab.core.data.synthetic import (
     CLASS_NAMES,
@@ -68,6 +70,9 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ImageFolderDataModule",
+    "ImagePairDataModule",
+    "ImagePairs",
+    "list_image_pairs",
     "MODALITIES",
     "NUM_CLASSES",
     "NUM_PARTS",
