@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,6 +21,12 @@ def _offline_env(monkeypatch, tmp_path):
     monkeypatch.setenv("WANDB_SILENT", "true")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.delenv("VITLAB_RUN_DIR", raising=False)
+    yield
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and hasattr(wandb, "teardown"):
+        # wandb (0.31) keeps the settings of the first run of a process (a "disabled" run makes every later
+        # run in that process a no-op): the next test reads WANDB_MODE afresh, as a new process would.
+        wandb.teardown()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -119,23 +119,34 @@ def _clda(**kw) -> CLDA:
     return CLDA(tiny(8), **args)
 
 
+class _TeacherStepProbe(pl.Callback):
+    """Snapshots the teacher's parameters and non-salient layers around the second step (the first teacher phase)."""
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if trainer.global_step == 1:
+            self.ns = module.nonsalient_teacher_layers()
+            self.before = {n: p.detach().clone() for n, p in module.model.named_parameters()}
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if trainer.global_step == 2:
+            self.changed = {n for n, p in module.model.named_parameters() if not torch.equal(p, self.before[n])}
+
+
 def test_clda_teacher_phase_changes_only_nonsalient_layers(tmp_path):
     model = _clda(salient_teacher_layers="frozen", ns_frac=0.25)
-    trainer(tmp_path / "a", 1).fit(model, datamodule())  # step 0: saliency, then LSR
-    ns = model.nonsalient_teacher_layers()
-    assert len(ns) == round(0.25 * len(model.t_layers)) and torch.isfinite(model.t_lsr).all()
-    assert set(ns) <= set(saliency_layers(model.model))
-    before = {n: p.detach().clone() for n, p in model.model.named_parameters()}
-    trainer(tmp_path / "b", 2).fit(model, datamodule())  # step 1: a teacher phase
-    changed = {n for n, p in model.model.named_parameters() if not torch.equal(p, before[n])}
-    assert changed and changed <= set(ns)
+    probe = _TeacherStepProbe()
+    trainer(tmp_path, 2, callbacks=[probe]).fit(model, datamodule())  # step 0: saliency, then LSR; step 1: teacher phase
+    assert len(probe.ns) == round(0.25 * len(model.t_layers)) and torch.isfinite(model.t_lsr).all()
+    assert set(probe.ns) <= set(saliency_layers(model.model))
+    assert probe.changed and probe.changed <= set(probe.ns)
 
 
 def test_clda_student_kd_uses_the_updated_teacher(tmp_path):
-    model = _clda(student_pl_source="teacher", phases="joint", collaborate=False)
+    model = _clda(student_pl_source="teacher", phases="joint", collaborate=False, warmup_steps=0, lr=1e-2)
     dm = datamodule()
     dm.setup("fit")
-    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
+    batch, _, _ = next(iter(dm.train_dataloader()))  # a CombinedLoader yields (batch, batch_idx, dataloader_idx)
+    batch = dm.on_after_batch_transfer(batch, 0)
     student_before = copy.deepcopy(model.student)
     teacher_before = copy.deepcopy(model.model)
     t = trainer(tmp_path, 1)
