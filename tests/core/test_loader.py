@@ -129,3 +129,22 @@ def test_every_datamodule_builds_its_loaders_with_the_helper(tmp_path):
     pd = PseudoDepthFolderDataModule(str(tmp_path), size=32, batch_size=1, num_workers=1)
     assert pd._loader(list(range(2)), True).worker_init_fn is not None
     _check(pd._loader(list(range(2)), False), 1)
+
+
+def test_sampler_resume_follows_the_true_epoch_when_lightnings_count_runs_ahead():
+    """A checkpoint written by on_train_epoch_end restores with Lightning's epoch count one ahead."""
+    perm = {}
+    for epoch in (0, 1):
+        ref = EpochShuffleSampler(10, seed=1)
+        ref.set_epoch(epoch)
+        perm[epoch] = list(ref)
+    s = EpochShuffleSampler(10, seed=1)
+    s.resume_at(epoch=0, start=10, epoch_offset=1)  # state {"epoch": 0, "batches": all, "set_epoch": 1}
+    s.set_epoch(1)
+    assert list(s) == [], "the finished epoch must resume empty, not replay the next epoch"
+    s.set_epoch(2)
+    assert list(s) == perm[1] != perm[0]
+    mid = EpochShuffleSampler(10, seed=1)
+    mid.resume_at(epoch=1, start=4)  # a mid-epoch checkpoint: no offset
+    mid.set_epoch(1)
+    assert list(mid) == perm[1][4:]

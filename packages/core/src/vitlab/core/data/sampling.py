@@ -24,14 +24,17 @@ class EpochShuffleSampler(Sampler[int]):
         self.num_samples = int(num_samples)
         self.seed = int(seed)
         self.epoch = 0
+        self.epoch_offset = 0
         self._resume: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+        self.epoch = int(epoch) - self.epoch_offset
 
-    def resume_at(self, epoch: int, start: int) -> None:
-        """Skip the first ``start`` indices of ``epoch``'s permutation, once."""
+    def resume_at(self, epoch: int, start: int, epoch_offset: int = 0) -> None:
+        """Skip the first ``start`` indices of ``epoch``'s permutation, once; ``epoch_offset`` is subtracted
+        from every later :meth:`set_epoch` value (Lightning's count runs ahead after some restores)."""
         self._resume = (int(epoch), int(start))
+        self.epoch_offset = int(epoch_offset)
 
     def __iter__(self) -> Iterator[int]:
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
@@ -74,7 +77,12 @@ class ResumableDataMixin:
         if trainer is None:
             return {}
         progress = trainer.fit_loop.epoch_loop.batch_progress.current
-        return {"epoch": int(trainer.current_epoch), "batches": int(progress.processed)}
+        # ``set_epoch``: the value Lightning passes to ``set_epoch`` on restore (its processed-epoch count).
+        # In a checkpoint written by ``on_train_epoch_end`` it is ``current_epoch + 1`` (the epoch is processed,
+        # not yet completed), and it stays one ahead for the rest of the resumed run; the samplers subtract
+        # the difference, so the order follows the true epoch and the finished epoch resumes empty
+        return {"epoch": int(trainer.current_epoch), "batches": int(progress.processed),
+                "set_epoch": int(trainer.fit_loop.epoch_progress.current.processed)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._resume_state = dict(state_dict) if state_dict else None
@@ -88,10 +96,12 @@ class ResumableDataMixin:
             warnings.warn("mid-epoch resume under DDP restarts the epoch's order (distributed sampler)",
                           stacklevel=2)
             return loader
+        offset = state.get("set_epoch", state["epoch"]) - state["epoch"]
         for dl in _loaders(loader):
             if isinstance(dl.sampler, EpochShuffleSampler) and dl.batch_size:
-                dl.sampler.resume_at(state["epoch"], state["batches"] * dl.batch_size)
+                dl.sampler.resume_at(state["epoch"], state["batches"] * dl.batch_size, offset)
             elif dl.batch_sampler is not None and isinstance(getattr(dl.batch_sampler, "sampler", None),
                                                               EpochShuffleSampler):
-                dl.batch_sampler.sampler.resume_at(state["epoch"], state["batches"] * dl.batch_sampler.batch_size)
+                dl.batch_sampler.sampler.resume_at(state["epoch"], state["batches"] * dl.batch_sampler.batch_size,
+                                                   offset)
         return loader
