@@ -176,3 +176,13 @@ def test_clda_weight_copy_blends_compatible_layers():
     for n, p in model.model.named_parameters():
         if n in model.nonsalient_teacher_layers() and n in s and s[n].shape == p.shape:
             torch.testing.assert_close(p, s[n])
+
+
+def test_clda_student_feature_distance_uses_its_own_imagenet_copy(tmp_path):
+    # teacher width 8, student width 4: the student's FD reference must be the student's frozen copy (before
+    # the first update the two are equal, so its FD is 0), never the teacher's wider encoder
+    model = _clda(fd_lambda=0.005, fd_scale_min_ratio=0.0, fd_classes=list(range(7)))
+    t = trainer(tmp_path, 1)
+    t.fit(model, datamodule())
+    assert float(t.callback_metrics["train/student/loss_fd"]) == 0.0
+    assert model.student_imnet is not None and model.imnet is not None

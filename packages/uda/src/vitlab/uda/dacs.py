@@ -260,8 +260,10 @@ class DACS(UDASegmentation):
                                    rng=_Fixed(u, rng)) for img in images]
         return torch.cat(outs, 0)
 
-    def feature_distance(self, feat: Tensor, image: Tensor, labels: Tensor) -> Tensor:
-        ref = self.imnet(image)[-1]
+    def feature_distance(self, feat: Tensor, image: Tensor, labels: Tensor,
+                         imnet: FrozenEncoder | None = None) -> Tensor:
+        """FD on thing classes against ``imnet`` (default: the frozen ImageNet copy of ``model``'s encoder)."""
+        ref = (imnet or self.imnet)(image)[-1]
         scale = labels.shape[-1] // feat.shape[-1]
         down = T.downscale_label_ratio(labels, scale, self.fd_scale_min_ratio, self.num_classes)
         classes = torch.as_tensor(self.fd_classes, device=labels.device)
@@ -305,7 +307,7 @@ class DACS(UDASegmentation):
         self.manual_backward(loss_src, retain_graph=fd)
         logs = {f"{prefix}loss_src": loss_src.detach()}
         if fd:
-            loss_fd = self.feature_distance(feats[-1], xs, ys)
+            loss_fd = self.feature_distance(feats[-1], xs, ys, imnet)
             self.manual_backward(loss_fd)
             logs[f"{prefix}loss_fd"] = loss_fd.detach()
         return logs
