@@ -319,6 +319,10 @@ class VitlabCLI(LightningCLI):
         # hyper-parameters are not merged into the module's, so keys both own (batch_size ...) cannot clash.
         if getattr(self, "datamodule", None) is not None:
             self.datamodule._log_hyperparams = False
+        for logger in self.trainer.loggers:
+            init = getattr(logger, "_wandb_init", None) if isinstance(logger, WandbLogger) else None
+            if isinstance(init, dict) and init.get("anonymous") is None:
+                init.pop("anonymous", None)  # Lightning passes anonymous=None, which wandb 0.31 warns about on every run
         if self.run_dir is not None and self.trainer.is_global_zero and self.subcommand is not None:
             hint = f"  (resume: --ckpt_path {self.run_dir})" if self.subcommand == "fit" else ""
             print(f"vitlab: run folder {self.run_dir}{hint}", flush=True)
