@@ -294,4 +294,5 @@ def test_plain_progress_lines_when_output_is_not_a_terminal(tmp_path, capfd):
     lines = [ln for ln in out.splitlines() if ln.startswith("[epoch")]
     assert any("train/loss" in ln for ln in lines), out[-2000:]
     assert any("val/mIoU" in ln for ln in lines), out[-2000:]
+    assert all("/4]" in ln for ln in lines), "every line shows the step total"
     assert "vitlab: run folder" in out

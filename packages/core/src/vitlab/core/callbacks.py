@@ -172,6 +172,11 @@ class PlainProgressBar(ProgressBar):
         self.every_n_steps = every_n_steps
         self._enabled = True
         self._last_step = -1
+        self._total: int | str = "?"
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else trainer.estimated_stepping_batches
+        self._total = int(total) if total != float("inf") else "?"  # max_epochs x batches per epoch when finite
 
     def disable(self) -> None:
         self._enabled = False
@@ -187,8 +192,7 @@ class PlainProgressBar(ProgressBar):
         metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
                    if hasattr(v, "numel") and v.numel() == 1}
         shown = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(metrics.items()))
-        total = trainer.max_steps if trainer.max_steps and trainer.max_steps > 0 else "?"
-        print(f"[epoch {trainer.current_epoch} step {trainer.global_step}/{total}] {what}  {shown}", flush=True)
+        print(f"[epoch {trainer.current_epoch} step {trainer.global_step}/{self._total}] {what}  {shown}", flush=True)
         self._last_step = trainer.global_step
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
