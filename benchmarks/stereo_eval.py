@@ -44,7 +44,7 @@ LAYOUTS = ("sceneflow", "kitti2012", "kitti2015", "eth3d", "middlebury2005", "mi
 
 def build_dataset(args):
     if args.layout == "sceneflow":
-        return SceneFlowStereo(args.root, split=args.split or "test", passes=["final"])
+        return SceneFlowStereo(args.root, split=args.split or "test", passes=args.passes)
     if args.layout.startswith("kitti"):
         return KITTIStereo(args.root, year=int(args.layout[-4:]), split=args.split or "train")
     if args.layout == "eth3d":
@@ -101,11 +101,14 @@ def main() -> None:
     ap.add_argument("--layout", choices=LAYOUTS, required=True)
     ap.add_argument("--root", default=None)
     ap.add_argument("--split", default=None)
+    ap.add_argument("--passes", nargs="+", default=["final"], help="sceneflow render passes (clean, final)")
     ap.add_argument("--method", choices=("model", "sgbm", "zero", "constant"), default="model")
     ap.add_argument("--constant", type=float, default=0.0, help="disparity of method=constant (px)")
     ap.add_argument("--config", default=None, help="LightningCLI config of the model (method=model)")
     ap.add_argument("--ckpt", default=None, help="Lightning checkpoint (method=model)")
     ap.add_argument("--tile", type=int, nargs=2, default=None, help="tiled inference window H W")
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="full-frame inference on views resized by this factor (see vitlab.stereo.suggest_scale)")
     ap.add_argument("--overlap", type=float, default=0.7)
     ap.add_argument("--num-disparities", type=int, default=128, help="SGBM search range (multiple of 16)")
     ap.add_argument("--block-size", type=int, default=5)
@@ -141,8 +144,8 @@ def main() -> None:
             with torch.no_grad():
                 if args.tile:
                     pred, _ = tiled_predict(model.net, left, right, args.tile, args.overlap, model.conf_mode)
-                else:
-                    pred = model.forward_padded(left, right)[:, :1]
+                else:  # full frame at --scale, disparity brought back to the input resolution
+                    pred, _ = model.predict_disparity(left, right, scale=args.scale, tiled=False)
             pred = pred.cpu()
         m = StereoMetrics("image")
         m.update(pred, gt)

@@ -131,20 +131,24 @@ def test_every_datamodule_builds_its_loaders_with_the_helper(tmp_path):
     _check(pd._loader(list(range(2)), False), 1)
 
 
-def test_sampler_resume_follows_the_true_epoch_when_lightnings_count_runs_ahead():
-    """A checkpoint written by on_train_epoch_end restores with Lightning's epoch count one ahead."""
+def test_sampler_follows_the_trainer_epoch_not_lightnings_set_epoch_count():
+    """After a restore from an on_train_epoch_end checkpoint Lightning's set_epoch value runs one ahead."""
     perm = {}
     for epoch in (0, 1):
         ref = EpochShuffleSampler(10, seed=1)
         ref.set_epoch(epoch)
         perm[epoch] = list(ref)
+    assert perm[0] != perm[1]
+    trainer_epoch = [0]
     s = EpochShuffleSampler(10, seed=1)
-    s.resume_at(epoch=0, start=10, epoch_offset=1)  # state {"epoch": 0, "batches": all, "set_epoch": 1}
-    s.set_epoch(1)
+    s.epoch_source = lambda: trainer_epoch[0]
+    s.resume_at(epoch=0, start=10)  # checkpoint: epoch 0, every batch done
+    s.set_epoch(1)  # Lightning's processed count
     assert list(s) == [], "the finished epoch must resume empty, not replay the next epoch"
+    trainer_epoch[0] = 1
     s.set_epoch(2)
-    assert list(s) == perm[1] != perm[0]
+    assert list(s) == perm[1]
     mid = EpochShuffleSampler(10, seed=1)
-    mid.resume_at(epoch=1, start=4)  # a mid-epoch checkpoint: no offset
+    mid.resume_at(epoch=1, start=4)  # a mid-epoch checkpoint
     mid.set_epoch(1)
     assert list(mid) == perm[1][4:]

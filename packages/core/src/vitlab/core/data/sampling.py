@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
@@ -24,30 +24,47 @@ class EpochShuffleSampler(Sampler[int]):
         self.num_samples = int(num_samples)
         self.seed = int(seed)
         self.epoch = 0
-        self.epoch_offset = 0
+        self.epoch_source: Callable[[], int] | None = None
         self._resume: tuple[int, int] | None = None
 
     def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch) - self.epoch_offset
+        self.epoch = int(epoch)
 
-    def resume_at(self, epoch: int, start: int, epoch_offset: int = 0) -> None:
-        """Skip the first ``start`` indices of ``epoch``'s permutation, once; ``epoch_offset`` is subtracted
-        from every later :meth:`set_epoch` value (Lightning's count runs ahead after some restores)."""
+    def current_epoch(self) -> int:
+        """``epoch_source()`` when set (the trainer's epoch, read when the pass starts), else the ``set_epoch`` value.
+
+        After a restore from a checkpoint written by ``on_train_epoch_end``, Lightning's ``set_epoch`` value (its
+        processed-epoch count) runs one ahead of ``trainer.current_epoch`` for the rest of the run; the finished
+        epoch then replayed a batch of the next epoch's order and every later epoch drew the wrong permutation.
+        """
+        return int(self.epoch_source()) if self.epoch_source is not None else self.epoch
+
+    def resume_at(self, epoch: int, start: int) -> None:
+        """Skip the first ``start`` indices of ``epoch``'s permutation, once."""
         self._resume = (int(epoch), int(start))
-        self.epoch_offset = int(epoch_offset)
 
     def __iter__(self) -> Iterator[int]:
-        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        current = self.current_epoch()
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + current)
         order = torch.randperm(self.num_samples, generator=gen).tolist()
         if self._resume is not None:
             epoch, start = self._resume
             self._resume = None
-            if epoch == self.epoch:
+            if epoch == current:
                 order = order[start:]
         return iter(order)
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+def _samplers(loader: Any) -> list[EpochShuffleSampler]:
+    found = []
+    for dl in _loaders(loader):
+        for sampler in (dl.sampler, getattr(dl.batch_sampler, "sampler", None)):
+            if isinstance(sampler, EpochShuffleSampler) and sampler not in found:
+                found.append(sampler)
+    return found
 
 
 def _loaders(obj: Any) -> list[DataLoader]:
@@ -77,31 +94,27 @@ class ResumableDataMixin:
         if trainer is None:
             return {}
         progress = trainer.fit_loop.epoch_loop.batch_progress.current
-        # ``set_epoch``: the value Lightning passes to ``set_epoch`` on restore (its processed-epoch count).
-        # In a checkpoint written by ``on_train_epoch_end`` it is ``current_epoch + 1`` (the epoch is processed,
-        # not yet completed), and it stays one ahead for the rest of the resumed run; the samplers subtract
-        # the difference, so the order follows the true epoch and the finished epoch resumes empty
-        return {"epoch": int(trainer.current_epoch), "batches": int(progress.processed),
-                "set_epoch": int(trainer.fit_loop.epoch_progress.current.processed)}
+        return {"epoch": int(trainer.current_epoch), "batches": int(progress.processed)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._resume_state = dict(state_dict) if state_dict else None
 
     def resumable(self, loader: Any) -> Any:
         state, self._resume_state = self._resume_state, None
+        trainer = getattr(self, "trainer", None)
+        if trainer is not None:
+            for sampler in _samplers(loader):
+                sampler.epoch_source = lambda: trainer.current_epoch
         if not state or not state.get("batches"):
             return loader
-        trainer = getattr(self, "trainer", None)
         if trainer is not None and trainer.world_size > 1:
             warnings.warn("mid-epoch resume under DDP restarts the epoch's order (distributed sampler)",
                           stacklevel=2)
             return loader
-        offset = state.get("set_epoch", state["epoch"]) - state["epoch"]
         for dl in _loaders(loader):
             if isinstance(dl.sampler, EpochShuffleSampler) and dl.batch_size:
-                dl.sampler.resume_at(state["epoch"], state["batches"] * dl.batch_size, offset)
+                dl.sampler.resume_at(state["epoch"], state["batches"] * dl.batch_size)
             elif dl.batch_sampler is not None and isinstance(getattr(dl.batch_sampler, "sampler", None),
                                                               EpochShuffleSampler):
-                dl.batch_sampler.sampler.resume_at(state["epoch"], state["batches"] * dl.batch_sampler.batch_size,
-                                                   offset)
+                dl.batch_sampler.sampler.resume_at(state["epoch"], state["batches"] * dl.batch_sampler.batch_size)
         return loader
