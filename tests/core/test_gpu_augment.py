@@ -44,6 +44,21 @@ def test_symmetric_and_asymmetric_colour():
     assert (diff > 1e-3).all()
 
 
+def test_right_view_follows_crocos_per_op_asymmetry():
+    aug = BatchColorAugment(asym_prob=0.5, one_op_prob=0.0, op_prob=0.5)
+    torch.manual_seed(1)
+    left = aug.sample(4000, "cpu")
+    right = aug.right_params(left)
+    assert torch.equal(right["order"], left["order"]) and torch.equal(right["active"], left["active"])
+    redrawn = (right["values"] != left["values"]).float()
+    assert abs(float(redrawn.mean()) - 0.5) < 0.02  # per op, not all five together
+    per_image = redrawn.sum(1)
+    assert ((per_image > 0) & (per_image < 5)).float().mean() > 0.8
+    # the right view never changes alone: with no op firing on the left, both views stay as they are
+    none = BatchColorAugment(asym_prob=1.0, op_prob=0.0)(_pair())
+    torch.testing.assert_close(none["right"], _pair()["right"])
+
+
 def test_op_prob_zero_is_identity_and_one_op_mode_selects_one():
     x = _pair()
     out = BatchColorAugment(op_prob=0.0)(x)

@@ -232,3 +232,28 @@ def test_augmentor_vflip_and_right_jitter_are_small():
     img = torch.rand(3, 32, 64)
     j = StereoAugmentor((32, 64), seed=3)._jitter_right(img)
     assert j.shape == img.shape and (j - img).abs().mean() < 0.5
+
+
+def test_colour_on_device_takes_the_colour_out_of_the_workers():
+    sf = SceneFlowStereo(str(DATA / "sceneflow"), split="test")
+    kw = dict(train_datasets=[sf], train_repeats=[8], crop_size=[32, 64], batch_size=4, num_workers=0, seed=3)
+    assert StereoDataModule(**kw)._augmentor().color
+    dm = StereoDataModule(**kw, color_on_device=True)
+    assert not dm._augmentor().color and dm.color_augment is not None
+    raw = next(iter(dm.train_dataloader()))  # geometric augmentation only: views keep the source colours
+    assert float(raw["image"].min()) >= 0.0 and float(raw["image"].max()) <= 1.0
+
+    class Fit:  # the trainer state the hook reads
+        training = True
+
+    dm.trainer = Fit()
+    torch.manual_seed(0)
+    train = dm.on_after_batch_transfer(raw, 0)
+    Fit.training = False  # validation / predict batches are only normalised
+    evaluated = dm.on_after_batch_transfer(raw, 0)
+    changed = [not torch.allclose(train["image"][i], evaluated["image"][i]) for i in range(4)]
+    assert any(changed), "the device colour augmentation changed no training image"
+    assert torch.equal(train["disparity"], raw["disparity"])
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    torch.testing.assert_close(evaluated["image"], (raw["image"] - mean) / std)

@@ -45,6 +45,8 @@ class StereoAugmentor:
         right_saturation: saturation range of the re-sampled right view; CroCo's code has (-0.8, 1.2) there
             (a typo); default (0.8, 1.2), pass [-0.8, 1.2] to reproduce it.
         seed: optional seed of this augmentor's private RNG.
+        color: apply the asymmetric colour here (default). ``False`` leaves it to a batched device augmentation
+            (:class:`vitlab.core.data.BatchColorAugment`, ``StereoDataModule(color_on_device=True)``).
 
     Randomness: the private ``random.Random`` is derived lazily in the process that uses it, from
     ``torch.initial_seed()`` (and ``seed`` when given), and re-derived when that changes. A DataLoader worker
@@ -65,8 +67,10 @@ class StereoAugmentor:
         asym_prob: float = 0.5,
         right_saturation: tuple[float, float] | list[float] = (0.8, 1.2),
         seed: int | None = None,
+        color: bool = True,
     ) -> None:
         self.crop = (int(crop_size[0]), int(crop_size[1]))
+        self.color = bool(color)
         if self.crop[0] % 32 or self.crop[1] % 32:
             raise ValueError(f"crop_size must be multiples of 32 (DPT fusion), got {self.crop}")
         self.scale_prob, self.vflip_prob = scale_prob, vflip_prob
@@ -186,7 +190,8 @@ class StereoAugmentor:
             s = {k: (v.flip(-2) if torch.is_tensor(v) and v.ndim == 3 else v) for k, v in s.items()}
         if self.rng.random() < self.right_jitter_prob:
             s["right"] = self._jitter_right(s["right"])
-        params = self._sample_color()
-        s["image"] = self._apply_color(s["image"], [(op, v) for op, v, _ in params])
-        s["right"] = self._apply_color(s["right"], [(op, v) for op, _, v in params])
+        if self.color:
+            params = self._sample_color()
+            s["image"] = self._apply_color(s["image"], [(op, v) for op, v, _ in params])
+            s["right"] = self._apply_color(s["right"], [(op, v) for op, _, v in params])
         return s

@@ -18,6 +18,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, default_collate
 
 from vitlab.core.data.constants import IMAGENET_MEAN, IMAGENET_STD
+from vitlab.core.data.gpu_augment import BatchColorAugment
 from vitlab.core.data.io import (
     DatasetFormatError,
     read_disparity_pfm,
@@ -393,6 +394,10 @@ class StereoDataModule(ResumableDataMixin, pl.LightningDataModule):
             every image has the same size; use tiled inference in the module for large frames).
         crop_size: training crop (352 x 704 for CroCo-Stereo), applied by :class:`StereoAugmentor`.
         augment: use the full :class:`StereoAugmentor` (otherwise only the random crop).
+        color_on_device: with ``augment``, the workers only do the geometric part and the asymmetric colour
+            runs batched on the training device (:class:`vitlab.core.data.BatchColorAugment`, the same law drawn
+            per image with no host sync; default off = per sample in the workers, as CroCo-Stereo). The GPU
+            recipes turn it on: it takes the per-pixel colour work off the CPU workers.
         batch_size, eval_batch_size, num_workers, seed: loader settings.
 
     Images are ImageNet-normalised on the device (``on_after_batch_transfer``).
@@ -411,8 +416,11 @@ class StereoDataModule(ResumableDataMixin, pl.LightningDataModule):
         eval_batch_size: int = 1,
         num_workers: int = 4,
         seed: int = 0,
+        color_on_device: bool = False,
     ) -> None:
         super().__init__()
+        self.color_on_device = bool(color_on_device) and bool(augment)
+        self.color_augment = BatchColorAugment(("image", "right")) if self.color_on_device else None
         self.train_datasets, self.train_repeats = train_datasets or [], train_repeats
         self.val_datasets, self.test_datasets = val_datasets or [], test_datasets or []
         self.predict_datasets = predict_datasets or []
@@ -423,7 +431,7 @@ class StereoDataModule(ResumableDataMixin, pl.LightningDataModule):
 
     def _augmentor(self) -> StereoAugmentor:
         if self.augment:
-            return StereoAugmentor(self.crop_size, seed=self.seed)
+            return StereoAugmentor(self.crop_size, seed=self.seed, color=not self.color_on_device)
         return StereoAugmentor(self.crop_size, scale_prob=0.0, vflip_prob=0.0, right_jitter_prob=0.0,
                                color_one_prob=1.0, asym_prob=0.0, seed=self.seed)
 
@@ -452,6 +460,9 @@ class StereoDataModule(ResumableDataMixin, pl.LightningDataModule):
 
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         batch = dict(batch)
+        trainer = getattr(self, "trainer", None)
+        if self.color_augment is not None and trainer is not None and trainer.training:
+            batch = self.color_augment(batch)  # training batches only, in [0, 1] before normalisation
         for k in ("image", "right"):
             x = batch[k]
             mean = torch.tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)

@@ -7,8 +7,8 @@ The colour law is CroCo-Stereo's (`naver/croco` ``stereoflow/augmentor.py``, the
 :class:`vitlab.stereo.StereoAugmentor`), drawn per image: with probability ``one_op_prob`` one colour op
 chosen at random, otherwise all five in a random order; each op then fires with probability ``op_prob``:
 contrast U(0.8, 1.2) (about the mean grey), gamma U(0.7, 1.5), brightness U(0.5, 2), hue U(+-0.1) of the
-hue circle, saturation U(0.8, 1.2). For stereo pairs the right view gets independently re-drawn parameters
-with probability ``asym_prob`` (asymmetric colour), else the left view's. An optional Gaussian blur
+hue circle, saturation U(0.8, 1.2). For stereo pairs the right view gets the same ops in the same order, and
+each op's factor is re-drawn for it with probability ``asym_prob`` (asymmetric colour), else the left view's. An optional Gaussian blur
 (``blur_prob``, sigma U(``blur_sigma``)) follows.
 
 Every random number is drawn on the batch's device and every decision is a per-sample ``torch.where``, so
@@ -128,14 +128,14 @@ class BatchColorAugment(nn.Module):
         sigma = s0 + (s1 - s0) * torch.rand(batch, device=device)
         return {"order": order, "active": active, "values": values, "blur": blur, "sigma": sigma}
 
-    @staticmethod
-    def mix(a: dict[str, Tensor], b: dict[str, Tensor], take_b: Tensor) -> dict[str, Tensor]:
-        """Per image: parameters of ``b`` where ``take_b`` (B,) else of ``a``."""
-        out = {}
-        for k in a:
-            m = take_b.reshape(-1, *([1] * (a[k].ndim - 1)))
-            out[k] = torch.where(m, b[k], a[k])
-        return out
+    def right_params(self, left: dict[str, Tensor]) -> dict[str, Tensor]:
+        """CroCo's asymmetry: the right view gets the left view's ops, order and blur; each op's factor is
+        re-drawn with probability ``asym_prob`` (per image and op), else shared. So the right view never
+        changes when the left one does not."""
+        B, device = left["values"].shape[0], left["values"].device
+        redraw = self.sample(B, device, right=True)["values"]
+        asym = torch.rand(B, 5, device=device) < self.asym_prob
+        return {**left, "values": torch.where(asym, redraw, left["values"])}
 
     # ------------------------------------------------------------------ application
     @staticmethod
@@ -182,7 +182,5 @@ class BatchColorAugment(nn.Module):
         out[self.keys[0]] = self.apply(left, p_left)
         if len(self.keys) == 2:
             right = self._as_float(batch[self.keys[1]])
-            asym = torch.rand(B, device=device) < self.asym_prob
-            p_right = self.mix(p_left, self.sample(B, device, right=True), asym)
-            out[self.keys[1]] = self.apply(right, p_right)
+            out[self.keys[1]] = self.apply(right, self.right_params(p_left))
         return out
