@@ -296,3 +296,4 @@ def test_plain_progress_lines_when_output_is_not_a_terminal(tmp_path, capfd):
     assert any("val/mIoU" in ln for ln in lines), out[-2000:]
     assert all("/4]" in ln for ln in lines), "every line shows the step total"
     assert "vitlab: run folder" in out
+    assert "vitlab: checkpoints: " in out and "last.ckpt" in out.split("vitlab: checkpoints: ")[-1]

@@ -288,6 +288,23 @@ class VitlabCLI(LightningCLI):
             failed = False
         finally:
             finish_wandb_runs(self.trainer, exit_code=1 if failed else 0)
+        if subcommand == "fit" and self.trainer.is_global_zero:
+            self._report_checkpoints()
+
+    def _report_checkpoints(self) -> None:
+        """One closing line per checkpoint callback: where the best and last weights are."""
+        for cb in self.trainer.checkpoint_callbacks:
+            if not isinstance(cb, ModelCheckpoint):
+                continue
+            parts = []
+            if cb.best_model_path and cb.monitor:
+                score = cb.best_model_score
+                shown = f" ({cb.monitor} {float(score):.4g})" if score is not None else ""
+                parts.append(f"best {cb.best_model_path}{shown}")
+            if cb.last_model_path:
+                parts.append(f"last {cb.last_model_path}")
+            if parts:
+                print("vitlab: checkpoints: " + "; ".join(parts), flush=True)
 
     def _instantiate_trainer(self, config: dict[str, Any], callbacks: list[Callback]) -> Trainer:
         config = dict(config)
