@@ -38,8 +38,8 @@ from vitlab.stereo import (
     tiled_predict,
 )
 
-LAYOUTS = ("sceneflow", "kitti2012", "kitti2015", "eth3d", "middlebury2005", "middlebury2006",
-           "middlebury2014", "middeval3", "synthetic", "synthetic-scenes")
+LAYOUTS = ("sceneflow", "kitti2012", "kitti2015", "eth3d", "middlebury2001", "middlebury2003", "middlebury2005",
+           "middlebury2006", "middlebury2014", "middleburyv2", "middeval3", "synthetic", "synthetic-scenes")
 
 
 def build_dataset(args):
@@ -50,7 +50,7 @@ def build_dataset(args):
     if args.layout == "eth3d":
         return ETH3DStereo(args.root, split=args.split or "train")
     if args.layout.startswith("midd"):
-        version = "eval3" if args.layout == "middeval3" else args.layout[-4:]
+        version = "eval3" if args.layout == "middeval3" else args.layout[len("middlebury"):]
         return MiddleburyStereo(args.root, version=version, split=args.split or "train")
     from vitlab.core.data import SyntheticScenes, SyntheticStereo
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -96,15 +97,13 @@ def test_missing_and_bad_layouts_name_the_path(tmp_path):
     with pytest.raises(DatasetFormatError, match="no stereo pairs"):
         SceneFlowStereo(str(tmp_path))
     with pytest.raises(ValueError, match="version"):
-        MiddleburyStereo(str(tmp_path), version="2003")
+        MiddleburyStereo(str(tmp_path), version="2004")
 
 
 
 def test_middlebury2006_refuses_16bit_disparity(tmp_path):
     """A 16-bit disp1.png read as 8-bit Middlebury disparities would be off by ~256x: the sample names the file."""
     import shutil
-
-    import numpy as np
 
     from vitlab.core.data.io import write_png16
 
@@ -121,7 +120,6 @@ def test_middlebury2006_refuses_16bit_disparity(tmp_path):
 def test_occlusion_mask_values_are_checked(tmp_path):
     import shutil
 
-    import numpy as np
     from PIL import Image
 
     root = tmp_path / "ev3"
@@ -168,6 +166,55 @@ def test_real_eth3d_flat_layout(shared_data):
     assert s["image"].shape == (3, 434, 713)
     assert abs(float(torch.isfinite(d).float().mean()) - 0.532) < 0.01
     assert 8.0 < float(_finite(d).min()) < 8.2 and 17.3 < float(_finite(d).max()) < 17.5
+
+
+@pytest.mark.parametrize("version,folder,shape,lo,hi,valid", [
+    ("2001", "middlebury2001", (288, 384), 5.0, 14.0, 0.793),
+    ("2003", "middlebury2003", (375, 450), 5.5, 55.0, 0.968),
+    ("v2", "middlebury_v2_eval", (288, 384), 5.0, 14.0, 0.793),
+])
+def test_real_middlebury_early_layouts(shared_data, version, folder, shape, lo, hi, valid):
+    ds = MiddleburyStereo(str(shared_data / folder), version=version)
+    assert len(ds) == 1
+    s = ds[0]
+    d = s["disparity"]
+    assert s["image"].shape == s["right"].shape == (3, *shape) and d.shape == (1, *shape)
+    assert abs(float(torch.isfinite(d).float().mean()) - valid) < 0.002
+    assert float(_finite(d).min()) == lo and float(_finite(d).max()) == hi
+    if version == "v2":  # nonocc.png: GT pixels outside the evaluated (non-occluded) mask are marked occluded
+        occ = s["occlusion"]
+        assert 0 < float(occ.float().mean()) < 0.1 and bool(torch.isfinite(d[occ]).all())
+
+
+def test_middlebury_early_layouts_scales_and_errors(tmp_path):
+    from PIL import Image
+
+    rgb = Image.fromarray(np.full((8, 16, 3), 100, np.uint8))
+    grey = np.zeros((8, 16), np.uint8)
+    grey[:, 4:] = 40
+    for scene, files, gt in (("venus", ("im2.ppm", "im6.ppm"), "disp2.pgm"),
+                             ("tsukuba", ("scene1.row3.col3.ppm", "scene1.row3.col4.ppm"), "truedisp.row3.col3.pgm")):
+        (tmp_path / "m01" / scene).mkdir(parents=True)
+        for f in files:
+            rgb.save(tmp_path / "m01" / scene / f)
+        Image.fromarray(grey).save(tmp_path / "m01" / scene / gt)
+    ds = MiddleburyStereo(str(tmp_path / "m01"), version="2001")
+    assert [s["name"] for s in ds] == ["middlebury2001/tsukuba", "middlebury2001/venus"]
+    assert float(_finite(ds[0]["disparity"]).max()) == 40 / 16 and float(_finite(ds[1]["disparity"]).max()) == 40 / 8
+    (tmp_path / "m03" / "teddy").mkdir(parents=True)
+    for f in ("im2.png", "im6.png"):
+        rgb.save(tmp_path / "m03" / "teddy" / f)
+    Image.fromarray(grey).save(tmp_path / "m03" / "teddy" / "disp2.png")
+    assert float(_finite(MiddleburyStereo(str(tmp_path / "m03"), version="2003")[0]["disparity"]).max()) == 10.0
+    assert float(_finite(MiddleburyStereo(str(tmp_path / "m03"), version="2003", size="half")[0]["disparity"]).max()) == 20
+    (tmp_path / "v2" / "cones").mkdir(parents=True)
+    for f in ("imL.png", "imR.png"):
+        rgb.save(tmp_path / "v2" / "cones" / f)
+    Image.fromarray(grey).save(tmp_path / "v2" / "cones" / "groundtruth.png")
+    with pytest.raises(DatasetFormatError, match="info.txt"):
+        MiddleburyStereo(str(tmp_path / "v2"), version="v2")
+    (tmp_path / "v2" / "cones" / "info.txt").write_text("4\n60\n")
+    assert float(_finite(MiddleburyStereo(str(tmp_path / "v2"), version="v2")[0]["disparity"]).max()) == 10.0
 
 
 def test_real_middlebury2006_half(shared_data):

@@ -261,14 +261,21 @@ class ETH3DStereo(StereoPairs):
 
 
 # ---------------------------------------------------------------------------------------------------- Middlebury
-MIDDLEBURY_VERSIONS = ("2005", "2006", "2014", "eval3")
+MIDDLEBURY_VERSIONS = ("2001", "2003", "2005", "2006", "2014", "eval3", "v2")
 _SIZE_SCALE = {"full": 1.0, "half": 2.0, "third": 3.0}
 
 
 class MiddleburyStereo(StereoPairs):
-    """Middlebury stereo: 2005 / 2006 (PNG, 0 = unknown), 2014 and MiddEval3 (PFM, inf = invalid).
+    """Middlebury stereo: 2001 / 2003 / 2005 / 2006 / v2 (8-bit images, 0 = unknown), 2014 and MiddEval3 (PFM).
 
     Layouts:
+        * 2001: ``root/<Scene>/scene1.row3.col3.ppm, scene1.row3.col4.ppm, truedisp.row3.col3.pgm`` (Tsukuba,
+          ``d = v / 16``) or ``im2.ppm, im6.ppm, disp2.pgm`` (Venus, Sawtooth, ..., ``d = v / 8``).
+        * 2003: ``root/<Scene>/im2.png, im6.png, disp2.png`` (Cones, Teddy); ``d = v / s`` with
+          ``s = {quarter: 4, half: 2, full: 1}[size]`` (quarter default, the distributed size).
+        * v2 (the v2 evaluation layout): ``root/<Scene>/imL.png, imR.png, groundtruth.png`` (often a grey-palette
+          PNG, read through its palette), ``d = v / scale`` with ``scale`` the first line of ``info.txt``;
+          ``nonocc.png`` (255 = evaluated) is the non-occluded mask.
         * 2005 / 2006: ``root/<Scene>/view1.png, view5.png, disp1.png`` (or ``Illum*/Exp*/view{1,5}.png``, one
           pair per illumination/exposure); the PNG holds full-resolution disparities, so ``d = v / s`` with
           ``s = {full: 1, half: 2, third: 3}[size]``.
@@ -284,7 +291,8 @@ class MiddleburyStereo(StereoPairs):
         size: 2005/2006 image size (``"half"`` default); eval3 resolution letter ``"F"``, ``"H"`` or ``"Q"``.
     """
 
-    layout = "see MiddleburyStereo docstring (2005/2006 view1/view5/disp1.png; 2014 im0/im1/disp0.pfm; eval3)"
+    layout = ("see MiddleburyStereo docstring (2001 *.ppm + truedisp/disp2.pgm; 2003 im2/im6/disp2.png; "
+              "2005/2006 view1/view5/disp1.png; 2014 im0/im1/disp0.pfm; eval3; v2 imL/imR/groundtruth.png)")
 
     def __init__(self, root: str, version: str = "2014", split: str = "train", size: str | None = None) -> None:
         super().__init__()
@@ -295,7 +303,9 @@ class MiddleburyStereo(StereoPairs):
         if split == "test" and version != "eval3":
             raise ValueError("Middlebury test split exists for eval3 only")
         root_p = _require_dir(Path(root), f"Middlebury {version}: {self.layout}")
-        if version in ("2005", "2006"):
+        if version in ("2001", "2003", "v2"):
+            self._small_layouts(root_p, version, split, size)
+        elif version in ("2005", "2006"):
             size = size or "half"
             if size not in _SIZE_SCALE:
                 raise ValueError(f"Middlebury {version} size must be one of {sorted(_SIZE_SCALE)}, got {size!r}")
@@ -346,8 +356,40 @@ class MiddleburyStereo(StereoPairs):
                 self.pairs.append((f"middeval3{size}/{sc.name}", sc / "im0.png", sc / "im1.png", gt_fn, noc_fn))
         self._finish(root_p)
 
+    def _small_layouts(self, root: Path, version: str, split: str, size: str | None) -> None:
+        """The 2001 / 2003 / v2 layouts: one pair per scene folder."""
+        if version == "2003":
+            scales = {"quarter": 4.0, "half": 2.0, "full": 1.0}
+            size = size or "quarter"
+            if size not in scales:
+                raise ValueError(f"Middlebury 2003 size must be one of {sorted(scales)}, got {size!r}")
+        # (left, right, GT, scale) per naming; v2 reads its scale from info.txt
+        names = {"2001": [("scene1.row3.col3.ppm", "scene1.row3.col4.ppm", "truedisp.row3.col3.pgm", 16.0),
+                          ("im2.ppm", "im6.ppm", "disp2.pgm", 8.0)],
+                 "2003": [("im2.png", "im6.png", "disp2.png", scales[size] if version == "2003" else 0.0)],
+                 "v2": [("imL.png", "imR.png", "groundtruth.png", None)]}[version]
+        found = []
+        for sc in sorted(p for p in root.iterdir() if p.is_dir()):
+            for left, right, gt, scale in names:
+                if (sc / left).is_file() and (sc / gt).is_file():
+                    found.append((sc, left, right, gt, scale))
+                    break
+        for sc, left, right, gt, scale in self._split(found, split, last=1):
+            noc_fn = None
+            if version == "v2":
+                info = sc / "info.txt"
+                try:
+                    scale = float(info.read_text().split()[0])
+                except (OSError, IndexError, ValueError) as err:
+                    raise DatasetFormatError(f"{info}: expected the disparity scale on its first line "
+                                             f"(Middlebury v2 layout)") from err
+                if (sc / "nonocc.png").is_file():
+                    noc_fn = partial(_mask_equals, sc / "nonocc.png", 255)
+            self.pairs.append((f"middlebury{version}/{sc.name}", sc / left, sc / right,
+                               partial(read_middlebury_disparity, sc / gt, scale), noc_fn))
+
     @staticmethod
-    def _split(scenes: list[Path], split: str, last: int) -> list[Path]:
+    def _split(scenes: list, split: str, last: int) -> list:
         if split == "subval":
             return scenes[-last:]
         if split == "subtrain":

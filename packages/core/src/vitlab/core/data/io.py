@@ -97,7 +97,10 @@ def _stored_bit_depth(im: Image.Image, p: Path, what: str) -> tuple[int, str]:
     """
     if p.suffix.lower() == ".png" or im.format == "PNG":
         _, _, depth, color = _png_ihdr(p, what)
-        return depth, f"{depth}-bit {_PNG_COLOR_TYPES.get(color, f'colour type {color}')} PNG"
+        found = f"{depth}-bit {_PNG_COLOR_TYPES.get(color, f'colour type {color}')} PNG"
+        if color == 3:  # palette: values are the 8-bit palette entries, whatever the 1/2/4/8-bit index width
+            return 8, found
+        return depth, found
     if im.mode in ("1",):
         return 1, "1-bit image"
     if im.mode in ("L", "P", "LA", "PA"):

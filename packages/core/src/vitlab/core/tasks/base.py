@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import OptimizerCallable
-from lightning.pytorch.plugins.precision import MixedPrecision
 from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
+from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 
 from vitlab.core.optim import make_adamw, param_groups, warmup_cosine_scheduler
