@@ -1,7 +1,7 @@
 """Synthetic source -> target adaptation: target mIoU of source-only, DAFormer, DAFormer + MIC, CLDA and
 plain KD on SyntheticScenes (source-style vs target-style rendering), same budget, several seeds.
 
-    python benchmarks/uda_synthetic.py --steps 120 --seeds 0 1 --out uda_synthetic.json
+    python benchmarks/uda_synthetic.py --steps 600 --seeds 0 1 2 --out uda_synthetic.json
 
 CPU-sized: 32-px scenes, MiT encoders of a few hundred thousand parameters, one thread. Prints one line
 per run and a summary (mean and spread over seeds) and writes every number to ``--out``.
