@@ -23,6 +23,8 @@ def _offline_env(monkeypatch, tmp_path):
     monkeypatch.delenv("VITLAB_RUN_DIR", raising=False)
     yield
     wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()  # a fit driven by hand (not through the CLI) leaves its run open
     if wandb is not None and hasattr(wandb, "teardown"):
         # wandb (0.31) keeps the settings of the first run of a process (a "disabled" run makes every later
         # run in that process a no-op): the next test reads WANDB_MODE afresh, as a new process would.

@@ -103,28 +103,34 @@ def test_bad_batches_name_the_views():
 
 
 def _cli(config: str, tmp: Path, *extra: str, run: bool = True):
+    """The shipped config with its W&B logger (offline, see the tests) and its callbacks; only sizes, steps and
+    the output folder change."""
     args = ["fit"] * run + ["--config", str(REPO / "configs" / config), "--trainer.accelerator", "cpu",
-            "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-            "--trainer.enable_model_summary", "false", "--trainer.max_steps", "2", "--trainer.limit_val_batches", "0",
-            "--trainer.num_sanity_val_steps", "0", "--trainer.default_root_dir", str(tmp),
-            "--trainer.callbacks", "lightning.pytorch.callbacks.ModelCheckpoint",
-            "--trainer.callbacks.dirpath", str(tmp / "ckpt"), "--trainer.callbacks.save_last", "true", *extra]
+            "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.num_sanity_val_steps", "0",
+            "--trainer.default_root_dir", str(tmp), *extra]
     return build_cli(args, run=run)
+
+
+def _last(cli) -> Path:
+    path = Path(cli.trainer.checkpoint_callback.last_model_path)
+    assert path.is_file(), f"no last.ckpt written: {path}"
+    return path
 
 
 SMALL = {"enc_embed_dim": 32, "enc_depth": 2, "enc_num_heads": 2, "dec_embed_dim": 32, "dec_depth": 2,
          "dec_num_heads": 2}
 
 
-def test_croco_checkpoint_loads_into_binocular_vit_and_fine_tunes(tmp_path):
+def test_croco_checkpoint_loads_into_binocular_vit_and_fine_tunes(tmp_path, monkeypatch):
     """CroCo pre-training through the CLI, then stereo fine-tuning through the CLI with the one key
     ``model.init_args.model.init_args.pretrained``: encoder and decoder tensors arrive unchanged."""
+    monkeypatch.setenv("WANDB_MODE", "offline")
     data = ["--data.init_args.size", "[32, 64]", "--data.init_args.batch_size", "2",
             "--data.init_args.train_samples", "4", "--data.init_args.val_samples", "2"]
     pre = _cli("pretrain/croco_quickstart.yaml", tmp_path / "pre", *data,
                *(a for k, v in SMALL.items() for a in (f"--model.init_args.net.init_args.{k}", str(v))))
-    ckpt = tmp_path / "pre" / "ckpt" / "last.ckpt"
-    assert ckpt.is_file()
+    ckpt = _last(pre)
+    assert list(Path(pre.trainer.default_root_dir).glob("wandb/offline-run-*")), "the W&B logger ran"
     stereo = _cli("stereo/quickstart.yaml", tmp_path / "st", *data,
                   "--model.init_args.model.init_args.pretrained", str(ckpt),
                   *(a for k, v in SMALL.items() for a in (f"--model.init_args.model.init_args.{k}", str(v))),
@@ -142,10 +148,11 @@ def test_croco_checkpoint_loads_into_binocular_vit_and_fine_tunes(tmp_path):
     assert torch.equal(vit.blocks[1].mlp.fc2.weight, src["encoder.blocks.1.mlp.fc2.weight"])
 
 
-def test_croco_trains_on_an_image_pair_folder(tmp_path):
+def test_croco_trains_on_an_image_pair_folder(tmp_path, monkeypatch):
     """Any image-pair folder through the CLI: ``--data ImagePairDataModule --data.left/--data.right`` globs."""
     from PIL import Image
 
+    monkeypatch.setenv("WANDB_MODE", "offline")
     g = torch.Generator().manual_seed(0)
     for i in range(4):
         img = (torch.rand(24, 72, 3, generator=g) * 255).to(torch.uint8).numpy()
@@ -155,4 +162,4 @@ def test_croco_trains_on_an_image_pair_folder(tmp_path):
                "--data.left", str(tmp_path / "*_L.png"), "--data.right", str(tmp_path / "*_R.png"),
                "--data.size", "[32, 64]", "--data.batch_size", "2", "--data.num_workers", "0",
                *(a for k, v in SMALL.items() for a in (f"--model.init_args.net.init_args.{k}", str(v))))
-    assert cli.trainer.global_step == 2 and (tmp_path / "run" / "ckpt" / "last.ckpt").is_file()
+    assert cli.trainer.global_step == 2 and _last(cli).is_file()

@@ -14,7 +14,6 @@
 
 from __future__ import annotations
 
-import glob
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from vitlab.core.data.constants import IMAGENET_MEAN, IMAGENET_STD
 from vitlab.core.data.io import DatasetFormatError, open_image
+from vitlab.core.data.pairs import list_image_pairs
 
 from .data import StereoDataModule, StereoPairs
 
@@ -128,37 +128,6 @@ def _size_of(path: Path) -> tuple[int, int]:
 
 
 # ---------------------------------------------------------------------------------------------------- pairs
-def _read_pairs_file(path: Path) -> list[tuple[Path, Path]]:
-    """Two whitespace-separated columns per line (left right), relative to the file; ``#`` starts a comment."""
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: pairs file not found (expected two columns: left right)")
-    out = []
-    for n, line in enumerate(path.read_text().splitlines(), 1):
-        line = line.split("#", 1)[0].strip()
-        if not line:
-            continue
-        cols = line.split()
-        if len(cols) != 2:
-            raise DatasetFormatError(f"{path}:{n}: expected 2 whitespace-separated paths (left right), got {len(cols)}")
-        ab = []
-        for c in cols:
-            p = Path(c) if Path(c).is_absolute() else path.parent / c
-            if not p.is_file():
-                raise FileNotFoundError(f"{p}: image listed in {path}:{n} not found")
-            ab.append(p)
-        out.append((ab[0], ab[1]))
-    if not out:
-        raise DatasetFormatError(f"{path}: no pairs listed (expected lines 'left right')")
-    return out
-
-
-def _glob(pattern: str, side: str) -> list[Path]:
-    files = sorted(Path(p) for p in glob.glob(os.path.expanduser(pattern)) if Path(p).is_file())
-    if not files:
-        raise FileNotFoundError(f"{side} pattern {pattern!r} matches no file")
-    return files
-
-
 def _names(lefts: Sequence[Path]) -> list[str]:
     """The left image's stem; its path below the common folder when two stems collide."""
     stems = [p.stem for p in lefts]
@@ -172,25 +141,12 @@ def resolve_pairs(left: str | None = None, right: str | None = None,
                   pairs: str | None = None) -> list[tuple[str, Path, Path]]:
     """``[(name, left path, right path)]`` from two globs (matched in sorted order) or a pairs file.
 
-    Raises ``FileNotFoundError`` / ``ValueError`` naming the file(s) for no match, a count mismatch, a missing
-    file or left/right images of different sizes.
+    Listing is core's :func:`~vitlab.core.data.list_image_pairs`; raises ``FileNotFoundError`` / ``ValueError``
+    naming the file(s) for no match, a count mismatch, a missing file or left/right images of different sizes.
     """
-    if pairs is not None:
-        if left is not None or right is not None:
-            raise ValueError("give either `pairs` or `left` + `right`, not both")
-        items = _read_pairs_file(Path(pairs))
-    else:
-        if left is None or right is None:
-            raise ValueError("give `left` and `right` (glob patterns or files) or a `pairs` file")
-        ls, rs = _glob(left, "left"), _glob(right, "right")
-        if len(ls) != len(rs):
-            more, fewer = (ls, rs) if len(ls) > len(rs) else (rs, ls)
-            extra = [str(p) for p in more[len(fewer):]][:5]
-            raise ValueError(
-                f"left {left!r} matches {len(ls)} files but right {right!r} matches {len(rs)} (pairs are matched "
-                f"in sorted order); unpaired: {', '.join(extra)}{' ...' if len(more) - len(fewer) > 5 else ''}"
-            )
-        items = list(zip(ls, rs))
+    if pairs is not None and (left is not None or right is not None):
+        raise ValueError("give either `pairs` or `left` + `right`, not both")
+    items = list_image_pairs(left, right, pairs_file=pairs)  # core: globs matched in sorted order, or a pairs file
     for lp, rp in items:
         sl, sr = _size_of(lp), _size_of(rp)
         if sl != sr:

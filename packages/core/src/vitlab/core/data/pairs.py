@@ -75,8 +75,10 @@ def list_image_pairs(left: str | None = None, right: str | None = None,
         raise ValueError("image pairs need left + right glob patterns or a pairs_file")
     a, b = _expand(left, "left"), _expand(right, "right")
     if len(a) != len(b):
+        more, fewer = (a, b) if len(a) > len(b) else (b, a)
+        extra = ", ".join(str(f) for f in more[len(fewer):][:5]) + (" ..." if len(more) - len(fewer) > 5 else "")
         raise DatasetFormatError(f"left pattern {left!r} matches {len(a)} files but right pattern {right!r} "
-                                 f"matches {len(b)}; the i-th files of each (sorted) form a pair")
+                                 f"matches {len(b)}; the i-th files of each (sorted) form a pair; unpaired: {extra}")
     return list(zip(a, b))
 
 
