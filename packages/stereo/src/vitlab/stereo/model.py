@@ -32,6 +32,8 @@ from vitlab.core.backbones.croco import CROCO_PRESETS, CroCoNet
 from vitlab.core.backbones.patches import patchify, unpatchify
 from vitlab.core.restore import skip_pretrained
 
+from .correlation import EpipolarCorrelation
+
 __all__ = [
     "PRESETS",
     "vitlab_croco_state",
@@ -184,6 +186,12 @@ class BinocularViT(CroCoNet):
         mlp_ratio: 4. drop_path_rate: 0 (CroCo uses none).
         pretrained: a CroCo / CroCo-Stereo checkpoint (``.pth``), or a vitlab Lightning checkpoint of
             ``vitlab.pretrain.CroCo`` / a stereo module, loaded with :meth:`load_croco` (strict=False).
+        corr_disparities: ``0`` (default) = the CroCo-Stereo network as published. ``> 0`` adds vitlab's
+            :class:`~vitlab.stereo.correlation.EpipolarCorrelation` over that many px: a Siamese stride-4 cost
+            volume whose soft-argmin disparity the DPT output is added to, and whose match distribution is added
+            (zero-initialised) to the left tokens entering the decoder. Not in CroCo-Stereo: it gives a model
+            trained from scratch on a CPU budget matching evidence from the first step (see the module).
+        corr_dim: feature width of the correlation stem (32).
 
     Encoder, decoder and pixel head come from :class:`~vitlab.core.backbones.croco.CroCoNet` (same names and
     initialisation); the DPT head is new.
@@ -210,6 +218,8 @@ class BinocularViT(CroCoNet):
         mlp_ratio: float = 4.0,
         drop_path_rate: float = 0.0,
         pretrained: str | None = None,
+        corr_disparities: int = 0,
+        corr_dim: int = 32,
     ) -> None:
         if hook_mode not in HOOK_MODES:
             raise ValueError(f"hook_mode must be one of {HOOK_MODES}, got {hook_mode!r}")
@@ -230,9 +240,12 @@ class BinocularViT(CroCoNet):
             [ed if h < edep else dd for h in hooks], out_channels, layer_dims=layer_dims,
             feature_dim=feature_dim, last_dim=last_dim, patch_size=patch_size, fp32_output=True,
         )
+        self.corr = None
+        if corr_disparities:
+            self.corr = EpipolarCorrelation(corr_disparities, dim=corr_dim, token_dim=ed, patch_size=patch_size)
         if pretrained and not skip_pretrained(pretrained):
             report = self.load_croco(pretrained)
-            not_head = [k for k in report.missing if not k.startswith("head.")]
+            not_head = [k for k in report.missing if not k.startswith(("head.", "corr."))]
             if not_head or report.unexpected:
                 _log.warning("BinocularViT: %s: missing %s, unused %s", pretrained, not_head[:10], report.unexpected[:10])
 
@@ -246,13 +259,20 @@ class BinocularViT(CroCoNet):
             raise ValueError(f"left {tuple(left.shape)} and right {tuple(right.shape)} differ")
         B = left.shape[0]
         enc, _, hw = self.encode(torch.cat([left, right], dim=0))
-        dec = self.decode(enc[-1][:B], enc[-1][B:], hw)
+        query = enc[-1][:B]
+        if self.corr is not None:
+            coarse, corr_tokens = self.corr(left, right)
+            query = query + corr_tokens.to(query.dtype)
+        dec = self.decode(query, enc[-1][B:], hw)
         if self.hook_mode == "decoder" and min(self.hooks) >= self.enc_depth:
             feats = [None] * self.enc_depth + dec  # encoder outputs unused: skip slicing them
         else:
             feats = [e[:B] for e in enc] + dec
         # disparity + confidence in fp32 even under bf16 autocast (regression targets, Laplacian loss)
-        return self.dense_head(feats, left.shape[-2:]).float()
+        out = self.dense_head(feats, left.shape[-2:]).float()
+        if self.corr is not None:  # the head predicts a residual to the correlation's coarse disparity
+            out = torch.cat([out[:, :1] + coarse, out[:, 1:]], dim=1)
+        return out
 
     # ------------------------------------------------------------------ checkpoints
     def load_croco(self, path_or_state: str | Mapping, strict: bool = False) -> LoadReport:
