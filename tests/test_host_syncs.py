@@ -137,6 +137,7 @@ def _methods():
 
     m.update({
         "stereo": (lambda: StereoMatching(_tiny_stereo()), _stereo_sample),
+        "stereo_corr": (lambda: StereoMatching(_tiny_stereo(corr_disparities=16)), _stereo_sample),
         "unitt": (lambda: UniTTStereo(_tiny_stereo(hook_mode="decoder")), _stereo_sample),
         "madis": (lambda: MaDisStereo(_tiny_stereo(hook_mode="decoder")), _stereo_sample),
     })

@@ -7,6 +7,8 @@ benchmark runs inductor). Models are tiny.
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 import torch._dynamo
@@ -127,16 +129,17 @@ def _depth():
                    "depth": torch.rand(1, 32, 32, generator=g) * 5 + 0.5}
 
 
-def _stereo():
+def _stereo(**net):
     from vitlab.stereo import StereoMatching
 
-    return StereoMatching(_stereo_net(), compile=True, compile_options=AOT), \
+    return StereoMatching(_stereo_net(**net), compile=True, compile_options=AOT), \
         lambda g: {"image": torch.randn(3, 32, 64, generator=g), "right": torch.randn(3, 32, 64, generator=g),
                    "disparity": torch.rand(1, 32, 64, generator=g) * 8}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("build", [_mae, _depth, _stereo], ids=["mae", "depth", "stereo_rope"])
+@pytest.mark.parametrize("build", [_mae, _depth, _stereo, functools.partial(_stereo, corr_disparities=16)],
+                         ids=["mae", "depth", "stereo_rope", "stereo_corr"])
 def test_compiled_fit_runs_compiled_blocks_without_graph_breaks(build, tmp_path):
     torch._dynamo.reset()
     counters.clear()

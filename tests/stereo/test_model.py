@@ -167,3 +167,63 @@ def test_prediction_depends_on_the_right_view(tiny_net):
     right.requires_grad_(True)
     m(left, right)[:, 0].sum().backward()
     assert right.grad.abs().sum() > 0
+
+
+def _shifted_pair(d: int, h: int = 64, w: int = 128, seed: int = 0):
+    """Right view = left view moved by a global disparity ``d`` px (left(x) = right(x - d)), random texture."""
+    g = torch.Generator().manual_seed(seed)
+    wide = torch.nn.functional.interpolate(torch.rand(1, 3, h // 2, (w + d) // 2, generator=g), size=(h, w + d),
+                                           mode="bilinear", align_corners=False)
+    return wide[..., :w], wide[..., d:]
+
+
+@pytest.mark.parametrize("d", [0, 8, 20])
+def test_correlation_matches_a_global_shift_before_training(d):
+    """Siamese features match identical content at initialisation: the arg-max candidate is the true disparity
+    (d / 4) on nearly every pixel whose match is inside the frame, and with right = left it is 0."""
+    from vitlab.stereo.correlation import EpipolarCorrelation
+
+    torch.manual_seed(0)
+    corr = EpipolarCorrelation(32, dim=16, token_dim=32, patch_size=16)
+    assert corr.num_candidates == 8
+    left, right = _shifted_pair(d)
+    with torch.no_grad():
+        best = corr.cost_volume(left, right).argmax(1)[0]  # (16, 32)
+        assert (best[:, 8:] == d // 4).float().mean() > 0.9
+        assert (corr.cost_volume(left, left).argmax(1) == 0).float().mean() > 0.95
+        # a candidate whose right pixel leaves the frame gets no probability
+        assert corr(left, right)[0].shape == (1, 1, 64, 128)
+        prob = corr.cost_volume(left, right).softmax(1)
+        assert prob[0, 5, :, :5].max() < 1e-6
+
+
+def test_correlation_feeds_the_disparity_and_starts_neutral_in_the_decoder(tiny_net):
+    """The disparity channel = DPT output + the soft-argmin disparity; the token offset starts at exactly 0, so
+    the decoder sees what a CroCo-Stereo network sees; the right view moves the disparity through it."""
+    torch.manual_seed(0)
+    m = tiny_net(corr_disparities=16).eval()
+    base = tiny_net()
+    assert not any(k.startswith("corr.") for k in base.state_dict())
+    assert set(m.state_dict()) - set(base.state_dict()) == {k for k in m.state_dict() if k.startswith("corr.")}
+    plain = tiny_net(corr_disparities=16).eval()
+    plain.load_state_dict(m.state_dict())
+    plain.corr = None  # the same weights without the correlation
+    left, right = _shifted_pair(8, 64, 64)
+    with torch.no_grad():
+        coarse, tokens = m.corr(left, right)
+        assert torch.equal(tokens, torch.zeros_like(tokens)) and tokens.shape == (1, 16, 32)
+        assert coarse.shape == (1, 1, 64, 64) and 0 <= coarse.min() and coarse.max() <= 12
+        out, ref = m(left, right), plain(left, right)
+        assert torch.allclose(out[:, :1], ref[:, :1] + coarse, atol=1e-5)
+        assert torch.allclose(out[:, 1:], ref[:, 1:], atol=1e-6)
+        assert (m(left, left)[:, 0] - out[:, 0]).abs().mean() > 0.1
+    with pytest.raises(ValueError, match="patch size divisible"):
+        tiny_net(corr_disparities=16, patch_size=10)
+
+
+def test_croco_pretraining_checkpoint_into_a_correlation_model(tiny_net, tmp_path):
+    m = tiny_net()
+    sd = {k: v for k, v in _official_state(m).items() if not k.startswith("head.")}
+    rep = tiny_net(corr_disparities=16).load_croco({"model": sd})
+    assert rep.missing and all(k.startswith(("head.", "corr.")) for k in rep.missing)
+    assert any(k.startswith("corr.") for k in rep.missing) and rep.unexpected == []

@@ -46,6 +46,8 @@ class EpipolarCorrelation(nn.Module):
     ``forward(left, right) -> (coarse disparity (B, 1, H, W) px, token offsets (B, h*w, token_dim))``.
     """
 
+    compile_region = True  # ``compile: true`` compiles it with the blocks (vitlab.core.perf.compile_regions)
+
     def __init__(self, max_disparity: int, dim: int = 32, token_dim: int = 128, patch_size: int = 16,
                  init_scale: float = 10.0) -> None:
         super().__init__()
