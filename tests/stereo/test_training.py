@@ -3,8 +3,8 @@
 SyntheticStereo has no monocular cue, so a model that ignores its right view can only learn the disparity
 distribution. The quickstart's epipolar correlation (``corr_disparities``) gives it matching evidence from the
 first step: 80 steps from scratch (about 10 s) halve the zero-disparity EPE (1.41 vs 2.97), and replacing the
-right view by the left one
-(the ablation of ``benchmarks/stereo_eval.py --swap-right left``) makes the same model 2.2x worse (3.05).
+right view by the left one (the ablation of ``benchmarks/stereo_eval.py --swap-right left``) makes the same model
+2.2x worse (3.05).
 """
 
 from __future__ import annotations
