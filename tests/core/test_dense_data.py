@@ -16,6 +16,7 @@ from PIL import Image
 from vitlab.core import DepthEstimation, SemanticSegmentation, ViT
 from vitlab.core.data.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from vitlab.core.data.dense import (
+    VALID_KEY,
     ADE20KDataModule,
     CityscapesDataModule,
     DenseEvalTransform,
@@ -110,6 +111,15 @@ def test_padding_values_for_small_images():
     assert normed[:, 12:].abs().max() < 1e-6
 
 
+def test_valid_map_marks_the_pixels_padding_did_not_add():
+    s = blocks_sample(h=12, w=16)
+    out = DenseTrainTransform((20, 24), None, None, flip_prob=0.0, photometric=False, valid_mask=True)(s)
+    valid = out[VALID_KEY]
+    assert valid.dtype == torch.bool and valid.shape == (20, 24)
+    assert valid[:12, :16].all() and not valid[12:].any() and not valid[:, 16:].any()
+    assert VALID_KEY not in DenseTrainTransform((20, 24), None, None, photometric=False)(s)
+
+
 def test_depth_nearest_resize_keeps_original_values():
     g = torch.Generator().manual_seed(0)
     values = torch.tensor([0.7, 1.5, 3.25, 9.9, float("inf")])
@@ -181,6 +191,39 @@ def test_ade20k_datamodule_batches_and_label_mapping():
     # val order is deterministic, train order depends only on (seed, epoch)
     assert [p[0].name for p in dm.val_set.pairs] == sorted(p[0].name for p in dm.val_set.pairs)
     assert list(dm.train_dataloader().sampler) == list(dm.train_dataloader().sampler)
+
+
+def test_photometric_on_device_jitters_training_batches_only():
+    kw = dict(size=96, batch_size=2, num_workers=0, scale=(64, 32), ratio_range=None, eval_scale=(64, 32))
+    dm = ADE20KDataModule(str(ADE), photometric_on_device=True, **kw)
+    assert dm.train_transform.photometric is None and dm.train_transform.valid_mask
+    assert dm.photometric_augment is not None
+    assert ADE20KDataModule(str(ADE), photometric=False, photometric_on_device=True, **kw).photometric_augment is None
+    plain = ADE20KDataModule(str(ADE), photometric=False, **kw)  # the same geometry draws, never jittered
+    dm.setup("fit"), plain.setup("fit")
+    random.seed(0)
+    raw = next(iter(dm.train_dataloader()))
+    random.seed(0)
+    ref = next(iter(plain.train_dataloader()))
+    assert torch.equal(raw["image"], ref["image"]) and torch.equal(raw["semantic"], ref["semantic"])
+    valid = raw[VALID_KEY]  # 96 px crops of images with a 32 px short side: every sample is padded
+    assert valid.dtype == torch.bool and (~valid).any() and valid.any()
+
+    class Fit:  # the trainer state the hook reads
+        training = True
+
+    dm.trainer = Fit()
+    torch.manual_seed(0)
+    train = dm.on_after_batch_transfer(raw, 0)
+    assert VALID_KEY not in train and torch.equal(train["semantic"], raw["semantic"])
+    Fit.training = False  # validation / test / predict batches are only normalised
+    evaluated = dm.on_after_batch_transfer(raw, 0)
+    normed = plain.on_after_batch_transfer(ref, 0)
+    assert VALID_KEY not in evaluated and torch.equal(evaluated["image"], normed["image"])
+    inside = valid[:, None].expand_as(raw["image"])
+    assert not torch.allclose(train["image"][inside], normed["image"][inside])
+    assert torch.equal(train["image"][~inside], normed["image"][~inside])  # padding keeps the mean fill (0)
+    assert normed["image"][~inside].abs().max() < 1e-6
 
 
 def test_cityscapes_datamodule_on_fixture():

@@ -1,12 +1,21 @@
-"""Batched device-side photometric augmentation: the colour law, stereo (a)symmetry, blur, no host sync."""
+"""Batched device-side photometric augmentation: the colour law, stereo (a)symmetry, blur, no host sync; mmseg's
+photometric distortion of dense tasks against the workers' CPU class."""
 
 from __future__ import annotations
+
+import itertools
 
 import pytest
 import torch
 from kornia.filters import gaussian_blur2d
 
-from vitlab.core.data.gpu_augment import BatchColorAugment, gaussian_blur_per_sample
+from vitlab.core.data import dense
+from vitlab.core.data.constants import IMAGENET_MEAN
+from vitlab.core.data.gpu_augment import (
+    BatchColorAugment,
+    BatchPhotometricDistortion,
+    gaussian_blur_per_sample,
+)
 from vitlab.core.perf import HostSyncCounter
 
 IDENTITY = dict(contrast=(1.0, 1.0), gamma=(1.0, 1.0), brightness=(1.0, 1.0), hue=(0.0, 0.0),
@@ -115,3 +124,108 @@ def test_bad_arguments():
         BatchColorAugment(gamma=(1.5, 0.7))
     with pytest.raises(ValueError, match="keys"):
         BatchColorAugment(keys=("a", "b", "c"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# BatchPhotometricDistortion: mmseg's PhotoMetricDistortion law, batched
+# ---------------------------------------------------------------------------------------------------------------
+
+
+class _Script:
+    """Stands in for ``random`` in the CPU :class:`PhotometricDistortion`: scripted coins and uniforms."""
+
+    def __init__(self, coins: list[bool], values: list[float]) -> None:
+        self.coins, self.values = list(coins), list(values)
+
+    def random(self) -> float:  # a coin fires when random() < 0.5
+        return 0.0 if self.coins.pop(0) else 1.0
+
+    def uniform(self, a: float, b: float) -> float:
+        v = self.values.pop(0)
+        assert a <= v <= b, (a, v, b)
+        return v
+
+
+def _cpu_with(params: dict[str, torch.Tensor], i: int, image: torch.Tensor, monkeypatch) -> torch.Tensor:
+    """The CPU class on ``image`` with image ``i``'s coins and factors, in the order the class draws them."""
+    fire, first, v = params["fire"][i].tolist(), bool(params["contrast_first"][i]), params["values"][i].tolist()
+    coins = [fire[0], first] + ([fire[1]] if first else []) + [fire[2], fire[3]] + ([] if first else [fire[1]])
+    order = [0] + ([1] if first else []) + [2, 3] + ([] if first else [1])
+    monkeypatch.setattr(dense, "random", _Script(coins, [v[k] for k in order if fire[k]]))
+    return dense.PhotometricDistortion()(image)
+
+
+def test_photometric_law_matches_the_cpu_class_step_by_step(monkeypatch):
+    combos = list(itertools.product([False, True], repeat=5))  # 4 step coins x contrast first/last
+    B = len(combos)
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(B, 3, 8, 8, generator=g)
+    aug = BatchPhotometricDistortion()
+    params = aug.sample(B, "cpu")
+    params["fire"] = torch.tensor([c[:4] for c in combos])
+    params["contrast_first"] = torch.tensor([c[4] for c in combos])
+    ours = aug.apply(x, params)
+    for i in range(B):
+        # saturation: kornia's grey weights (0.299) vs torchvision's (0.2989); hue: two HSV round trips
+        torch.testing.assert_close(ours[i], _cpu_with(params, i, x[i], monkeypatch), rtol=0, atol=5e-4)
+    assert torch.equal(ours[0], x[0])  # no step fires: untouched
+
+
+def test_photometric_parameters_follow_mmsegs_law():
+    torch.manual_seed(0)
+    p = BatchPhotometricDistortion().sample(20000, "cpu")
+    assert (p["fire"].float().mean(0) - 0.5).abs().max() < 0.02
+    assert abs(float(p["contrast_first"].float().mean()) - 0.5) < 0.02
+    lo = torch.tensor([-32 / 255, 0.5, 0.5, -0.1])
+    hi = torch.tensor([32 / 255, 1.5, 1.5, 0.1])
+    v = p["values"]
+    assert ((v >= lo) & (v <= hi)).all()
+    torch.testing.assert_close(v.mean(0), (lo + hi) / 2, rtol=0, atol=0.02)
+    # per-image independence: the four coins of an image are uncorrelated, and so are two images
+    corr = torch.corrcoef(p["fire"].float().T)
+    assert (corr - torch.eye(4)).abs().max() < 0.03
+    assert abs(float(torch.corrcoef(p["values"][:, 1].view(2, -1))[0, 1])) < 0.03
+
+
+def test_photometric_is_drawn_per_image_and_keeps_the_range():
+    torch.manual_seed(1)
+    x = torch.rand(1, 3, 8, 8).expand(16, 3, 8, 8).contiguous()
+    out = BatchPhotometricDistortion()({"image": x, "semantic": torch.zeros(16, 8, 8, dtype=torch.long)})
+    assert out["image"].min() >= 0 and out["image"].max() <= 1
+    changed = [not torch.allclose(out["image"][i], x[i]) for i in range(16)]
+    assert any(changed) and not all(changed)  # each image flips its own coins (P(all or none) ~ 2e-4)
+    distinct = {tuple(out["image"][i, :, 0, 0].tolist()) for i in range(16)}
+    assert len(distinct) > 8
+    assert torch.equal(out["semantic"], torch.zeros(16, 8, 8, dtype=torch.long))
+
+
+def test_photometric_leaves_padded_pixels_untouched():
+    torch.manual_seed(2)
+    x = torch.rand(4, 3, 12, 16)
+    valid = torch.zeros(4, 12, 16, dtype=torch.bool)
+    valid[:, :8, :10] = True
+    x[:, :, 8:] = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)  # the pad fill of pad_sample
+    x[:, :, :, 10:] = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+    aug = BatchPhotometricDistortion(prob=1.0)
+    out = aug({"image": x}, valid)["image"]
+    assert torch.equal(out[:, :, 8:], x[:, :, 8:]) and torch.equal(out[:, :, :, 10:], x[:, :, :, 10:])
+    assert not torch.allclose(out[:, :, :8, :10], x[:, :, :8, :10])
+
+
+def test_photometric_no_host_sync():
+    aug = BatchPhotometricDistortion()
+    batch = {"image": torch.rand(4, 3, 8, 8)}
+    valid = torch.ones(4, 8, 8, dtype=torch.bool)
+    aug(batch, valid)
+    with HostSyncCounter() as c:
+        aug(batch, valid)
+    assert c.count == 0, c.report()
+
+
+def test_photometric_bad_arguments():
+    with pytest.raises(ValueError, match="contrast_range"):
+        BatchPhotometricDistortion(contrast_range=(1.5, 0.5))
+    with pytest.raises(ValueError, match="prob"):
+        BatchPhotometricDistortion(prob=2.0)
+    with pytest.raises(KeyError, match="image"):
+        BatchPhotometricDistortion()({"right": torch.rand(1, 3, 4, 4)})

@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
-from vitlab.core.data import DatasetFormatError
+from vitlab.core.data import DatasetFormatError, imagenet_normalize
 from vitlab.mtl.data import (
     NYUDMT,
     MultiTaskTransform,
     PASCALContextMT,
+    PASCALContextMTDataModule,
     SyntheticMultiTaskDataModule,
     pascal_edges,
 )
@@ -83,6 +84,27 @@ def test_transforms_keep_label_semantics():
     orig = ds[0]
     assert torch.equal(flipped["semseg"], orig["semseg"].flip(-1))
     torch.testing.assert_close(flipped["normals"][0], -orig["normals"][0].flip(-1))
+
+
+def test_invpt_photometric_on_device_jitters_training_batches_only():
+    kw = dict(root=str(PASCAL), tasks=["semseg"], size=32, batch_size=2, num_workers=0)
+    assert PASCALContextMTDataModule(**kw, photometric_on_device=True).photometric_augment is None  # mtinet: none
+    dm = PASCALContextMTDataModule(**kw, augmentation="invpt", photometric_on_device=True)
+    dm.setup("fit")
+    assert dm.train_set.transform.photometric is None and dm.photometric_augment is not None
+    raw = next(iter(dm.train_dataloader()))
+
+    class Fit:  # the trainer state the hook reads
+        training = True
+
+    dm.trainer = Fit()
+    torch.manual_seed(0)
+    train = dm.on_after_batch_transfer(dict(raw), 0)
+    Fit.training = False
+    evaluated = dm.on_after_batch_transfer(dict(raw), 0)
+    normed = imagenet_normalize(dict(raw), keys=("image",))
+    assert torch.equal(evaluated["image"], normed["image"])
+    assert not torch.allclose(train["image"], normed["image"]) and torch.equal(train["semseg"], raw["semseg"])
 
 
 def test_synthetic_multitask_keys():

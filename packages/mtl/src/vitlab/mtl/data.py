@@ -14,7 +14,9 @@ Augmentation (``augmentation``):
   ±20°, scale 0.75-1.25, about the centre, out-of-image pixels ignored) + FixedResize to ``size``. As in that
   code the normal vectors are warped as an image, not rotated.
 * ``"invpt"`` (ATRC / InvPT): random scaling [0.5, 2] + random crop to ``size`` (padding ignored) + flip +
-  photometric distortion (core's :class:`~vitlab.core.data.PhotometricDistortion`).
+  photometric distortion (core's :class:`~vitlab.core.data.PhotometricDistortion`; with the DataModules'
+  ``photometric_on_device`` the same law runs per training batch on the device instead,
+  :class:`~vitlab.core.data.BatchPhotometricDistortion`).
 * ``"none"``: FixedResize only (evaluation always uses FixedResize to ``size``).
 
 Targets are resampled with nearest neighbour, the image bilinearly.
@@ -36,6 +38,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
 from vitlab.core.data import (
+    BatchPhotometricDistortion,
     DatasetFormatError,
     EpochShuffleSampler,
     PhotometricDistortion,
@@ -329,11 +332,13 @@ def _identity_theta() -> Tensor:
 
 
 class MultiTaskTransform:
-    """Train/eval transform of one codebase (see the module docstring); ``size`` is the output (H, W)."""
+    """Train/eval transform of one codebase (see the module docstring); ``size`` is the output (H, W).
+    ``photometric=False`` leaves the ``invpt`` photometric distortion to the device."""
 
     def __init__(self, size: tuple[int, int], augmentation: str = "mtinet", train: bool = True,
                  rotation: float = 20.0, scale_range: tuple[float, float] = (0.75, 1.25),
-                 crop_scale_range: tuple[float, float] = (0.5, 2.0), flip_prob: float = 0.5) -> None:
+                 crop_scale_range: tuple[float, float] = (0.5, 2.0), flip_prob: float = 0.5,
+                 photometric: bool = True) -> None:
         if augmentation not in AUGMENTATIONS:
             raise ValueError(f"augmentation must be one of {AUGMENTATIONS}, got {augmentation!r}")
         self.size = tuple(size)
@@ -342,7 +347,7 @@ class MultiTaskTransform:
         self.scale_range = tuple(scale_range)
         self.crop_scale_range = tuple(crop_scale_range)
         self.flip_prob = flip_prob
-        self.photometric = PhotometricDistortion()
+        self.photometric = PhotometricDistortion() if photometric else None
 
     def _flip(self, sample: dict[str, Any]) -> dict[str, Any]:
         out = dict(sample)
@@ -374,7 +379,7 @@ class MultiTaskTransform:
             oy = random.uniform(-(1 - fy), 1 - fy) if fy < 1 else 0.0
             theta = torch.tensor([[fx, 0.0, ox], [0.0, fy, oy]])
         sample = _warp(sample, theta, self.size)
-        if self.augmentation == "invpt":
+        if self.augmentation == "invpt" and self.photometric is not None:
             sample["image"] = self.photometric(sample["image"])
         return sample
 
@@ -383,10 +388,16 @@ class MultiTaskTransform:
 # DataModules
 # ----------------------------------------------------------------------------------------------------------
 class MultiTaskDataModule(pl.LightningDataModule):
-    """Train/val loaders of a multi-task dataset; images are ImageNet-normalised on the device."""
+    """Train/val loaders of a multi-task dataset; images are ImageNet-normalised on the device.
+
+    ``photometric_on_device=True`` (``invpt`` only) runs the photometric distortion once per training batch on
+    the device before normalisation, not per sample in the workers (same law; on the CPU it also covers the
+    pixels outside the warped image, so the whole image is jittered here too).
+    """
 
     def __init__(self, root: str, tasks: list[str] | None, size: int | tuple[int, int], batch_size: int,
-                 num_workers: int, augmentation: str, train_split: str, val_split: str, seed: int) -> None:
+                 num_workers: int, augmentation: str, train_split: str, val_split: str, seed: int,
+                 photometric_on_device: bool = False) -> None:
         super().__init__()
         if batch_size < 1 or num_workers < 0:
             raise ValueError(f"need batch_size >= 1 and num_workers >= 0, got {batch_size}, {num_workers}")
@@ -400,7 +411,14 @@ class MultiTaskDataModule(pl.LightningDataModule):
         self.augmentation = augmentation
         self.train_split, self.val_split = train_split, val_split
         self.seed = seed
+        self.photometric_on_device = bool(photometric_on_device) and augmentation == "invpt"
+        self.photometric_augment = BatchPhotometricDistortion() if self.photometric_on_device else None
         self.train_set = self.val_set = None
+
+    def transform(self, train: bool, **kwargs: Any) -> MultiTaskTransform:
+        """The train or eval transform (``kwargs``: the dataset's geometry settings)."""
+        return MultiTaskTransform(self.size, self.augmentation, train, photometric=not self.photometric_on_device,
+                                  **kwargs)
 
     def make(self, split: str, train: bool) -> Dataset:
         raise NotImplementedError
@@ -434,6 +452,9 @@ class MultiTaskDataModule(pl.LightningDataModule):
         return self._loader(self.val_set, False)
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        trainer = getattr(self, "trainer", None)
+        if self.photometric_augment is not None and trainer is not None and trainer.training:
+            batch = self.photometric_augment(batch)  # training batches only, in [0, 1]
         return imagenet_normalize(batch, keys=("image",))
 
 
@@ -443,14 +464,15 @@ class PASCALContextMTDataModule(MultiTaskDataModule):
 
     def __init__(self, root: str = "data/PASCAL_MT", tasks: list[str] | None = None, size: int | tuple[int, int] = 448,
                  batch_size: int = 32, num_workers: int = 4, augmentation: str = "mtinet", db_info: str | None = None,
-                 train_split: str = "train", val_split: str = "val", seed: int = 0) -> None:
-        super().__init__(root, tasks, size, batch_size, num_workers, augmentation, train_split, val_split, seed)
+                 train_split: str = "train", val_split: str = "val", seed: int = 0,
+                 photometric_on_device: bool = False) -> None:
+        super().__init__(root, tasks, size, batch_size, num_workers, augmentation, train_split, val_split, seed,
+                         photometric_on_device)
         self.db_info = db_info
         self.save_hyperparameters()
 
     def make(self, split: str, train: bool) -> Dataset:
-        return PASCALContextMT(self.root, split, self.tasks, self.db_info,
-                               MultiTaskTransform(self.size, self.augmentation, train))
+        return PASCALContextMT(self.root, split, self.tasks, self.db_info, self.transform(train))
 
 
 class NYUDMTDataModule(MultiTaskDataModule):
@@ -461,13 +483,15 @@ class NYUDMTDataModule(MultiTaskDataModule):
     def __init__(self, root: str = "data/NYUD_MT", tasks: list[str] | None = None,
                  size: int | tuple[int, int] = (480, 640), batch_size: int = 8, num_workers: int = 4,
                  augmentation: str = "mtinet", split_sizes: dict[str, int] | None = None,
-                 train_split: str = "train", val_split: str = "val", seed: int = 0) -> None:
-        super().__init__(root, tasks, size, batch_size, num_workers, augmentation, train_split, val_split, seed)
+                 train_split: str = "train", val_split: str = "val", seed: int = 0,
+                 photometric_on_device: bool = False) -> None:
+        super().__init__(root, tasks, size, batch_size, num_workers, augmentation, train_split, val_split, seed,
+                         photometric_on_device)
         self.split_sizes = {"train": 795, "val": 654} if split_sizes is None else split_sizes
         self.save_hyperparameters()
 
     def make(self, split: str, train: bool) -> Dataset:
-        tf = MultiTaskTransform(self.size, self.augmentation, train, rotation=0.0, scale_range=(1.0, 1.5))
+        tf = self.transform(train, rotation=0.0, scale_range=(1.0, 1.5))
         return NYUDMT(self.root, split, self.tasks, self.split_sizes or None, tf)
 
 

@@ -16,7 +16,7 @@ from vitlab.core.data.dense import (
     dense_collate,
     read_ade20k_full_seg,
 )
-from vitlab.core.data.gpu_augment import BatchColorAugment
+from vitlab.core.data.gpu_augment import BatchColorAugment, BatchPhotometricDistortion
 from vitlab.core.data.imagefolder import ImageFolderDataModule
 from vitlab.core.data.io import (
     DatasetFormatError,
@@ -49,6 +49,7 @@ from vitlab.core.data.synthetic_stereo import STEREO_MODALITIES, SyntheticStereo
 
 __all__ = [
     "BatchColorAugment",
+    "BatchPhotometricDistortion",
     "make_loader",
     "ADE20KDataModule",
     "CITYSCAPES_CLASS_NAMES",

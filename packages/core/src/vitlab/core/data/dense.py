@@ -7,7 +7,9 @@ plus ``semantic`` (H, W) int64 with 255 = ignore, or ``depth`` (1, H, W) float m
 The train pipeline follows mmsegmentation's recipe (RandomResize with a ratio range -> RandomCrop ->
 RandomFlip -> PhotoMetricDistortion -> pad); every geometric step moves the image and its dense targets
 together. Targets are always resized with nearest-neighbour sampling, so a resized label or depth map only
-holds values of the original one (invalid depth is never blended into valid depth).
+holds values of the original one (invalid depth is never blended into valid depth). With
+``photometric_on_device`` the workers skip the photometric step and the DataModule applies the same law to
+whole training batches on the device (:class:`~vitlab.core.data.BatchPhotometricDistortion`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from torchvision.transforms.v2 import functional as TF
 
 from vitlab.core.data.constants import IGNORE_INDEX, IMAGENET_MEAN, imagenet_normalize
+from vitlab.core.data.gpu_augment import BatchPhotometricDistortion
 from vitlab.core.data.io import DatasetFormatError, open_image, read_depth_png, read_image, read_label_png
 from vitlab.core.data.loader import make_loader
 from vitlab.core.data.sampling import EpochShuffleSampler, ResumableDataMixin
@@ -43,6 +46,7 @@ __all__ = [
     "DenseTrainTransform",
     "NYUDepthDataModule",
     "PhotometricDistortion",
+    "VALID_KEY",
     "crop_sample",
     "dense_collate",
     "hflip_sample",
@@ -54,6 +58,8 @@ __all__ = [
 
 Sample = dict[str, Tensor]
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
+#: bool (H, W) map of real (not padded) pixels that a train transform adds when the photometric step runs later
+VALID_KEY = "valid"
 
 # --------------------------------------------------------------------------------------------------------------
 # paired transforms on sample dicts
@@ -61,7 +67,10 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 
 
 def _pad_value(t: Tensor) -> float:
-    """Fill for target pixels added by padding: 255 for integer label maps, +inf for continuous targets."""
+    """Fill for non-image pixels added by padding: 255 for integer label maps, +inf for continuous targets,
+    False for bool maps (the :data:`VALID_KEY` map)."""
+    if t.dtype == torch.bool:
+        return 0.0
     return float(IGNORE_INDEX) if not t.is_floating_point() else math.inf
 
 
@@ -104,7 +113,8 @@ def hflip_sample(sample: Sample) -> Sample:
 
 
 def pad_sample(sample: Sample, size: Sequence[int], image_pad: Sequence[float] = IMAGENET_MEAN) -> Sample:
-    """Pad bottom/right to ``size`` = (H, W): image with ``image_pad`` per channel, labels 255, depth +inf.
+    """Pad bottom/right to ``size`` = (H, W): image with ``image_pad`` per channel, labels 255, depth +inf,
+    bool maps False.
 
     The default image fill is the ImageNet mean, i.e. exactly 0 after normalisation (mmseg pads normalised
     images with 0); padded pixels never carry ground truth.
@@ -191,6 +201,8 @@ class DenseTrainTransform:
         flip_prob: probability of a horizontal flip.
         photometric: apply :class:`PhotometricDistortion` to the image.
         image_pad: image fill of padded pixels (ImageNet mean = 0 after normalisation).
+        valid_mask: add a bool :data:`VALID_KEY` map, False on padding, so that a photometric step run later
+            on the padded batch (``photometric_on_device``) can leave padded pixels as they are.
 
     Crops of an image smaller than ``crop_size`` take the whole side and are padded (label 255, depth
     +inf), as mmseg's RandomCrop + Pad. mmseg's ``cat_max_ratio`` re-cropping is not implemented.
@@ -198,7 +210,8 @@ class DenseTrainTransform:
 
     def __init__(self, crop_size: int | Sequence[int], scale: Sequence[int] | None = None,
                  ratio_range: Sequence[float] | None = (0.5, 2.0), flip_prob: float = 0.5,
-                 photometric: bool = True, image_pad: Sequence[float] = IMAGENET_MEAN) -> None:
+                 photometric: bool = True, image_pad: Sequence[float] = IMAGENET_MEAN,
+                 valid_mask: bool = False) -> None:
         self.crop_size = _pair(crop_size, "crop_size")
         self.scale = None if scale is None else _pair(scale, "scale")
         if ratio_range is not None and not (0 < ratio_range[0] <= ratio_range[1]):
@@ -207,6 +220,7 @@ class DenseTrainTransform:
         self.flip_prob = float(flip_prob)
         self.photometric = PhotometricDistortion() if photometric else None
         self.image_pad = tuple(image_pad)
+        self.valid_mask = bool(valid_mask)
 
     def __call__(self, sample: Sample) -> Sample:
         h, w = _size_of(sample)
@@ -223,6 +237,8 @@ class DenseTrainTransform:
             sample = hflip_sample(sample)
         if self.photometric is not None:
             sample = {**sample, "image": self.photometric(sample["image"])}
+        if self.valid_mask:
+            sample = {**sample, VALID_KEY: torch.ones(_size_of(sample), dtype=torch.bool)}
         return pad_sample(sample, self.crop_size, self.image_pad)
 
 
@@ -428,6 +444,11 @@ class DenseDataModule(ResumableDataMixin, pl.LightningDataModule):
     shuffles with :class:`EpochShuffleSampler` (order depends only on seed and epoch) and drops the last
     incomplete batch; val/test are in file order. Images are ImageNet-normalised in
     ``on_after_batch_transfer`` when ``normalize=True`` (as ``SyntheticScenesDataModule``).
+
+    ``photometric_on_device=True`` (with ``photometric``; the GPU recipes) takes the per-pixel photometric
+    jitter out of the CPU workers: it runs once per training batch in ``on_after_batch_transfer``, before
+    normalisation (:class:`~vitlab.core.data.BatchPhotometricDistortion`, the same mmseg law per image, no
+    host sync). Padded pixels keep the pad value, as on the CPU path. Val/test/predict batches are not jittered.
     """
 
     target_key = "semantic"
@@ -437,7 +458,7 @@ class DenseDataModule(ResumableDataMixin, pl.LightningDataModule):
                  train_split: str, val_split: str, test_split: str, scale: tuple[int, int] | None,
                  ratio_range: tuple[float, float] | None, flip_prob: float, photometric: bool, eval_mode: str,
                  eval_scale: tuple[int, int] | None, val_batch_size: int | None, size_divisor: int,
-                 normalize: bool, seed: int) -> None:
+                 normalize: bool, seed: int, photometric_on_device: bool = False) -> None:
         super().__init__()
         if batch_size < 1 or num_workers < 0 or size_divisor < 1:
             raise ValueError(f"need batch_size >= 1, num_workers >= 0, size_divisor >= 1; got {batch_size}, "
@@ -451,7 +472,11 @@ class DenseDataModule(ResumableDataMixin, pl.LightningDataModule):
         self.size_divisor = size_divisor
         self.normalize = bool(normalize)
         self.seed = seed
-        self.train_transform = DenseTrainTransform(self.size, scale, ratio_range, flip_prob, photometric)
+        self.photometric_on_device = bool(photometric_on_device) and bool(photometric)
+        self.photometric_augment = BatchPhotometricDistortion() if self.photometric_on_device else None
+        self.train_transform = DenseTrainTransform(self.size, scale, ratio_range, flip_prob,
+                                                   photometric and not self.photometric_on_device,
+                                                   valid_mask=self.photometric_on_device)
         self.eval_transform = DenseEvalTransform(eval_mode, self.size, eval_scale)
         self.train_set: DenseFilesDataset | None = None
         self.val_set: DenseFilesDataset | None = None
@@ -520,6 +545,11 @@ class DenseDataModule(ResumableDataMixin, pl.LightningDataModule):
         return imagenet_normalize(batch, keys=("image",))
 
     def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        batch = dict(batch)
+        valid = batch.pop(VALID_KEY, None)  # only for the device jitter; the model never sees it
+        trainer = getattr(self, "trainer", None)
+        if self.photometric_augment is not None and trainer is not None and trainer.training:
+            batch = self.photometric_augment(batch, valid)  # training batches only, in [0, 1]
         return self.normalize_batch(batch) if self.normalize else batch
 
 
@@ -547,10 +577,10 @@ class ADE20KDataModule(DenseDataModule):
                  flip_prob: float = 0.5, photometric: bool = True, eval_mode: str = "whole",
                  eval_scale: tuple[int, int] | None = (2048, 512), val_batch_size: int | None = 1,
                  size_divisor: int = 16, reduce_zero_label: bool = True, normalize: bool = True,
-                 seed: int = 0) -> None:
+                 seed: int = 0, photometric_on_device: bool = False) -> None:
         super().__init__(root, size, batch_size, num_workers, train_split, val_split, test_split, scale,
                          ratio_range, flip_prob, photometric, eval_mode, eval_scale, val_batch_size,
-                         size_divisor, normalize, seed)
+                         size_divisor, normalize, seed, photometric_on_device)
         self.save_hyperparameters()
         self.reduce_zero_label = reduce_zero_label
 
@@ -594,12 +624,12 @@ class CityscapesDataModule(DenseDataModule):
                  ratio_range: tuple[float, float] | None = (0.5, 2.0), flip_prob: float = 0.5,
                  photometric: bool = True, eval_mode: str = "whole", eval_scale: tuple[int, int] | None = (2048, 1024),
                  val_batch_size: int | None = 1, size_divisor: int = 16, normalize: bool = True,
-                 seed: int = 0) -> None:
+                 seed: int = 0, photometric_on_device: bool = False) -> None:
         if label_type not in ("labelTrainIds", "labelIds"):
             raise ValueError(f"label_type must be 'labelTrainIds' or 'labelIds', got {label_type!r}")
         super().__init__(root, size, batch_size, num_workers, train_split, val_split, test_split, scale,
                          ratio_range, flip_prob, photometric, eval_mode, eval_scale, val_batch_size,
-                         size_divisor, normalize, seed)
+                         size_divisor, normalize, seed, photometric_on_device)
         self.save_hyperparameters()
         self.label_type = label_type
 
@@ -659,10 +689,10 @@ class NYUDepthDataModule(DenseDataModule):
                  ratio_range: tuple[float, float] | None = None, flip_prob: float = 0.5, photometric: bool = True,
                  eval_mode: str = "whole", eval_scale: tuple[int, int] | None = None,
                  val_batch_size: int | None = None, size_divisor: int = 16, normalize: bool = True,
-                 seed: int = 0) -> None:
+                 seed: int = 0, photometric_on_device: bool = False) -> None:
         super().__init__(root, size, batch_size, num_workers, train_split, val_split, test_split, scale,
                          ratio_range, flip_prob, photometric, eval_mode, eval_scale, val_batch_size,
-                         size_divisor, normalize, seed)
+                         size_divisor, normalize, seed, photometric_on_device)
         self.save_hyperparameters()
         self.max_depth = max_depth
         self.depth_scale = depth_scale

@@ -1,4 +1,5 @@
-"""Batched photometric augmentation on the device: colour jitter, gamma, the stereo asymmetric colour, blur.
+"""Batched photometric augmentation on the device: colour jitter, gamma, the stereo asymmetric colour, blur,
+and mmseg's photometric distortion of dense tasks.
 
 A DataModule calls it from ``on_after_batch_transfer`` (training batches only, before normalisation), so the
 per-sample CPU work of the workers becomes a few batched kernels on the GPU; it runs on a CPU too.
@@ -15,6 +16,9 @@ Every random number is drawn on the batch's device and every decision is a per-s
 the module never reads a value back to the host (kornia's augmentation containers do, about twenty times a
 batch, to validate and dispatch their parameters): the kernels are kornia's functional ``adjust_*`` ops and a
 separable per-sample Gaussian written here (kornia's ``gaussian_blur2d`` checks sigma on the host).
+
+:class:`BatchPhotometricDistortion` draws mmseg's ``PhotoMetricDistortion`` law instead (the law of the
+workers' :class:`vitlab.core.data.PhotometricDistortion`) with the same kernels and the same rules.
 """
 
 from __future__ import annotations
@@ -27,10 +31,47 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["BatchColorAugment", "gaussian_blur_per_sample", "COLOR_OPS"]
+__all__ = ["BatchColorAugment", "BatchPhotometricDistortion", "gaussian_blur_per_sample", "COLOR_OPS"]
 
 #: the five colour ops, in the index order of the parameter tensors
 COLOR_OPS = ("contrast", "gamma", "brightness", "hue", "saturation")
+
+
+def _uniform(lo: Tensor | float, hi: Tensor | float, shape: tuple[int, ...], device) -> Tensor:
+    return lo + (hi - lo) * torch.rand(shape, device=device)
+
+
+def _coin(p: float, shape: tuple[int, ...], device) -> Tensor:
+    return torch.rand(shape, device=device) < p
+
+
+def _where(mask: Tensor, new: Tensor, old: Tensor) -> Tensor:
+    """Per-image choice: ``new`` where ``mask`` (B,) holds, else ``old`` (no host sync, unlike indexing)."""
+    return torch.where(mask[:, None, None, None], new, old)
+
+
+def _scale(x: Tensor, v: Tensor) -> Tensor:
+    """Multiply every pixel of image b by ``v[b]`` (CroCo's brightness, mmseg's contrast)."""
+    return x * v[:, None, None, None]
+
+
+def _hue(x: Tensor, v: Tensor) -> Tensor:
+    """Rotate the hue of image b by ``v[b]`` turns of the hue circle."""
+    return KE.adjust_hue(x, v * (2 * math.pi))
+
+
+def _as_float(x: Tensor, who: str) -> Tensor:
+    if x.dtype == torch.uint8:
+        return x.float().div_(255.0)
+    if not x.is_floating_point():
+        raise TypeError(f"{who}: images must be uint8 or float, got {x.dtype}")
+    return x.float()
+
+
+def _check_keys(batch: dict, keys: Sequence[str], who: str) -> None:
+    for k in keys:
+        if k not in batch:
+            raise KeyError(f"{who}: batch has no {k!r} entry (keys: {sorted(batch)})")
 
 
 def gaussian_blur_per_sample(x: Tensor, sigma: Tensor, kernel_size: int) -> Tensor:
@@ -116,16 +157,14 @@ class BatchColorAugment(nn.Module):
         ``values`` (B, 5) factor per op (index order :data:`COLOR_OPS`), ``blur`` (B,) bool, ``sigma`` (B,)."""
         r = int(right)
         order = torch.argsort(torch.rand(batch, 5, device=device), dim=1)
-        one = torch.rand(batch, 1, device=device) < self.one_op_prob
+        one = _coin(self.one_op_prob, (batch, 1), device)
         slot = torch.arange(5, device=device)[None]
-        fire = torch.rand(batch, 5, device=device) < self.op_prob
-        keep = torch.rand(batch, 1, device=device) < self.p
+        fire = _coin(self.op_prob, (batch, 5), device)
+        keep = _coin(self.p, (batch, 1), device)
         active = fire & (~one | (slot == 0)) & keep
-        lo, hi = self.lo[r].to(device), self.hi[r].to(device)
-        values = lo + (hi - lo) * torch.rand(batch, 5, device=device)
-        s0, s1 = self.blur_sigma
-        blur = (torch.rand(batch, device=device) < self.blur_prob) & keep[:, 0]
-        sigma = s0 + (s1 - s0) * torch.rand(batch, device=device)
+        values = _uniform(self.lo[r].to(device), self.hi[r].to(device), (batch, 5), device)
+        blur = _coin(self.blur_prob, (batch,), device) & keep[:, 0]
+        sigma = _uniform(*self.blur_sigma, (batch,), device)
         return {"order": order, "active": active, "values": values, "blur": blur, "sigma": sigma}
 
     def right_params(self, left: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -134,7 +173,7 @@ class BatchColorAugment(nn.Module):
         changes when the left one does not."""
         B, device = left["values"].shape[0], left["values"].device
         redraw = self.sample(B, device, right=True)["values"]
-        asym = torch.rand(B, 5, device=device) < self.asym_prob
+        asym = _coin(self.asym_prob, (B, 5), device)
         return {**left, "values": torch.where(asym, redraw, left["values"])}
 
     # ------------------------------------------------------------------ application
@@ -145,9 +184,9 @@ class BatchColorAugment(nn.Module):
         if op == 1:
             return KE.adjust_gamma(x, v)
         if op == 2:
-            return x * v[:, None, None, None]
+            return _scale(x, v)
         if op == 3:
-            return KE.adjust_hue(x, v * (2 * math.pi))
+            return _hue(x, v)
         return KE.adjust_saturation(x, v)
 
     def apply(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
@@ -156,31 +195,78 @@ class BatchColorAugment(nn.Module):
         for k in range(5):
             for op in range(5):
                 m = active[:, k] & (order[:, k] == op)
-                x = torch.where(m[:, None, None, None], self._op(x, op, values[:, op]).clamp(0, 1), x)
+                x = _where(m, self._op(x, op, values[:, op]).clamp(0, 1), x)
         if self.blur_prob > 0:
-            blurred = gaussian_blur_per_sample(x, params["sigma"], self.blur_kernel)
-            x = torch.where(params["blur"][:, None, None, None], blurred, x)
+            x = _where(params["blur"], gaussian_blur_per_sample(x, params["sigma"], self.blur_kernel), x)
         return x.clamp(0, 1)
-
-    @staticmethod
-    def _as_float(x: Tensor) -> Tensor:
-        if x.dtype == torch.uint8:
-            return x.float().div_(255.0)
-        if not x.is_floating_point():
-            raise TypeError(f"BatchColorAugment: images must be uint8 or float, got {x.dtype}")
-        return x.float()
 
     @torch.no_grad()
     def forward(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
-        for k in self.keys:
-            if k not in batch:
-                raise KeyError(f"BatchColorAugment: batch has no {k!r} entry (keys: {sorted(batch)})")
+        _check_keys(batch, self.keys, "BatchColorAugment")
         out = dict(batch)
-        left = self._as_float(batch[self.keys[0]])
+        left = _as_float(batch[self.keys[0]], "BatchColorAugment")
         B, device = left.shape[0], left.device
         p_left = self.sample(B, device)
         out[self.keys[0]] = self.apply(left, p_left)
         if len(self.keys) == 2:
-            right = self._as_float(batch[self.keys[1]])
+            right = _as_float(batch[self.keys[1]], "BatchColorAugment")
             out[self.keys[1]] = self.apply(right, self.right_params(p_left))
         return out
+
+
+class BatchPhotometricDistortion(nn.Module):
+    """mmseg's ``PhotoMetricDistortion`` per image on the batch's device (the law of the workers'
+    :class:`vitlab.core.data.PhotometricDistortion`, which dense DataModules run here with
+    ``photometric_on_device``).
+
+    Each step fires with probability ``prob`` (mmseg: 1/2), independently per image: brightness
+    ``+ U(-brightness_delta, brightness_delta)``; contrast ``x U(contrast_range)``, before or after the colour
+    steps (a per-image coin); saturation ``U(saturation_range)`` (a blend with the grey image, as torchvision's);
+    hue ``+ U(-hue_delta, hue_delta)`` of the hue circle. Every step clamps to [0, 1].
+
+    ``forward(batch, valid)`` changes ``batch[key]`` only; with ``valid`` (B, H, W) bool, False pixels (the
+    padding of a padded batch) keep their values, as on the CPU, where the jitter runs before padding.
+    """
+
+    #: the four steps, in the column order of the parameter tensors
+    STEPS = ("brightness", "contrast", "saturation", "hue")
+
+    def __init__(self, brightness_delta: float = 32 / 255, contrast_range: Sequence[float] = (0.5, 1.5),
+                 saturation_range: Sequence[float] = (0.5, 1.5), hue_delta: float = 0.1, prob: float = 0.5,
+                 key: str = "image") -> None:
+        super().__init__()
+        for name, r in (("contrast_range", contrast_range), ("saturation_range", saturation_range)):
+            if len(r) != 2 or not 0 <= r[0] <= r[1]:
+                raise ValueError(f"BatchPhotometricDistortion: {name} must be a (low, high) range >= 0, got {tuple(r)}")
+        if brightness_delta < 0 or hue_delta < 0 or not 0.0 <= prob <= 1.0:
+            raise ValueError("BatchPhotometricDistortion: brightness_delta and hue_delta must be >= 0, prob in [0, 1]")
+        self.key, self.prob = key, prob
+        lo = [-brightness_delta, contrast_range[0], saturation_range[0], -hue_delta]
+        hi = [brightness_delta, contrast_range[1], saturation_range[1], hue_delta]
+        self.register_buffer("lo", torch.tensor(lo, dtype=torch.float32), persistent=False)
+        self.register_buffer("hi", torch.tensor(hi, dtype=torch.float32), persistent=False)
+
+    def sample(self, batch: int, device) -> dict[str, Tensor]:
+        """Per-image parameters: ``fire`` (B, 4) bool and ``values`` (B, 4) per step (order :attr:`STEPS`),
+        ``contrast_first`` (B,) bool."""
+        return {"fire": _coin(self.prob, (batch, 4), device),
+                "contrast_first": _coin(0.5, (batch,), device),
+                "values": _uniform(self.lo.to(device), self.hi.to(device), (batch, 4), device)}
+
+    def apply(self, x: Tensor, params: dict[str, Tensor]) -> Tensor:
+        """Distort images ``x`` (B, 3, H, W) in [0, 1] with ``params`` from :meth:`sample`."""
+        fire, v, first = params["fire"], params["values"], params["contrast_first"]
+        x = _where(fire[:, 0], KE.adjust_brightness(x, v[:, 0]), x)
+        x = _where(fire[:, 1] & first, _scale(x, v[:, 1]).clamp(0, 1), x)
+        x = _where(fire[:, 2], KE.adjust_saturation_with_gray_subtraction(x, v[:, 2]), x)
+        x = _where(fire[:, 3], _hue(x, v[:, 3]).clamp(0, 1), x)
+        return _where(fire[:, 1] & ~first, _scale(x, v[:, 1]).clamp(0, 1), x)
+
+    @torch.no_grad()
+    def forward(self, batch: dict[str, Tensor], valid: Tensor | None = None) -> dict[str, Tensor]:
+        _check_keys(batch, (self.key,), "BatchPhotometricDistortion")
+        x = _as_float(batch[self.key], "BatchPhotometricDistortion")
+        y = self.apply(x, self.sample(x.shape[0], x.device))
+        if valid is not None:
+            y = torch.where(valid[:, None].to(torch.bool), y, x)
+        return {**batch, self.key: y}
