@@ -227,3 +227,11 @@ def test_croco_pretraining_checkpoint_into_a_correlation_model(tiny_net, tmp_pat
     rep = tiny_net(corr_disparities=16).load_croco({"model": sd})
     assert rep.missing and all(k.startswith(("head.", "corr.")) for k in rep.missing)
     assert any(k.startswith("corr.") for k in rep.missing) and rep.unexpected == []
+
+
+def test_masked_methods_refuse_the_correlation(tiny_net):
+    from vitlab.stereo import MaDisStereo, UniTTStereo
+
+    for cls in (UniTTStereo, MaDisStereo):
+        with pytest.raises(ValueError, match="corr_disparities"):
+            cls(tiny_net(hook_mode="decoder", corr_disparities=16))

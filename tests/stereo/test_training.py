@@ -46,7 +46,6 @@ def test_short_training_matches(tmp_path, monkeypatch):
             same.update(model(batch["image"], batch["image"])[:, :1], gt)
             zero.update(torch.zeros_like(gt), gt)
     epe, epe_same, epe_zero = (float(m.compute()["epe"]) for m in (normal, same, zero))
-    print(f"EPE {epe:.3f}, right = left {epe_same:.3f}, zero {epe_zero:.3f}")
     assert epe_zero > 2.5, epe_zero  # the held-back pairs have real disparities (up to 192 * W / 512 = 24 px)
     assert epe < 0.75 * epe_zero, f"EPE {epe:.3f} vs zero-disparity {epe_zero:.3f}"
     assert epe_same > 1.8 * epe, f"right = left: EPE {epe_same:.3f} vs {epe:.3f} with the right view"

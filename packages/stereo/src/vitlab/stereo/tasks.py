@@ -262,6 +262,11 @@ class StereoMatching(VitlabModule):
 
 
 def _require_decoder_hooks(model: BinocularViT, method: str) -> None:
+    """The masked methods' model checks: decoder-only hooks, and no correlation (their masked training forward
+    runs encoder, decoder and head directly, so a correlation would be used at evaluation but never trained)."""
+    if model.corr is not None:
+        raise ValueError(f"{method} does not support corr_disparities > 0 (its masked training forward has no "
+                         "correlation); build the model with corr_disparities=0")
     if min(model.hooks) < model.enc_depth:
         raise ValueError(
             f"{method} masks the left view, so its DPT head must read decoder blocks only: build the model with "

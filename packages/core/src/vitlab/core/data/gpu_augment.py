@@ -226,6 +226,10 @@ class BatchPhotometricDistortion(nn.Module):
 
     ``forward(batch, valid)`` changes ``batch[key]`` only; with ``valid`` (B, H, W) bool, False pixels (the
     padding of a padded batch) keep their values, as on the CPU, where the jitter runs before padding.
+
+    Follows mmseg: the four steps, their order, probabilities and ranges [code]. Reconstruction: the saturation
+    and hue operators are kornia's grey blend and HSV rotation (as the CPU class's torchvision ops), not mmseg's
+    OpenCV HSV arithmetic on uint8; per-image draws on the device replace mmseg's per-sample host RNG.
     """
 
     #: the four steps, in the column order of the parameter tensors
