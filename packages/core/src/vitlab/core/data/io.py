@@ -42,8 +42,7 @@ __all__ = [
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-class DatasetFormatError(ValueError):
-    """A data file exists but is not in the layout/encoding the reader expects."""
+from vitlab.core.errors import DatasetFormatError  # noqa: E402  (re-exported: readers raise it)
 
 
 # --------------------------------------------------------------------------------------------------------------
