@@ -25,7 +25,7 @@ def test_loaders_yield_dict_batches(mode):
     dm = make_dm(mode=mode)
     assert dm.num_classes == 2 and dm.classes == ["class_a", "class_b"]
     dm.setup("fit")
-    assert len(dm.train_dataset) == 6 and len(dm.val_dataset) == 6
+    assert len(dm.train_set) == 6 and len(dm.val_set) == 6
     batches = list(dm.train_dataloader())
     assert len(batches) == 3
     labels = []
@@ -73,7 +73,7 @@ def test_randaugment_finetune():
 def test_validate_stage_and_test_loader():
     dm = make_dm()
     dm.setup("validate")
-    assert dm.train_dataset is None
+    assert dm.train_set is None
     b = next(iter(dm.test_dataloader()))
     assert b["image"].shape == (2, 3, 32, 32)
 

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from vitlab.core.data import io as vio
+from vitlab.core.data import colormaps as vcm
 from vitlab.core.data.io import DatasetFormatError
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -190,31 +191,31 @@ def test_read_image_modes(tmp_path):
 
 def test_colorize():
     a = np.array([[0.0, 0.5, 1.0], [INF, np.nan, 2.0]])
-    out = vio.colorize(a, vmin=0.0, vmax=1.0)
+    out = vcm.colorize(a, vmin=0.0, vmax=1.0)
     assert out.shape == (2, 3, 3) and out.dtype == np.uint8
     assert (out[1, :2] == 0).all()  # invalid drawn black
     np.testing.assert_array_equal(out[1, 2], out[0, 2])  # clipped to vmax
     assert tuple(out[0, 0]) == (0x30, 0x12, 0x3B) and tuple(out[0, 2]) == (0x7A, 0x04, 0x03)  # turbo ends
-    m = vio.colorize(np.array([[1.0, 3.0]]), cmap="magma")
+    m = vcm.colorize(np.array([[1.0, 3.0]]), cmap="magma")
     assert tuple(m[0, 0]) == (0, 0, 4) and tuple(m[0, 1]) == (0xFC, 0xFD, 0xBF)
-    assert (vio.colorize(np.full((2, 2), INF)) == 0).all()
-    assert len({tuple(c) for c in vio.colorize(np.linspace(0, 1, 256)[None])[0]}) > 200
+    assert (vcm.colorize(np.full((2, 2), INF)) == 0).all()
+    assert len({tuple(c) for c in vcm.colorize(np.linspace(0, 1, 256)[None])[0]}) > 200
     with pytest.raises(ValueError, match="cmap"):
-        vio.colorize(a, cmap="jet")
+        vcm.colorize(a, cmap="jet")
 
 
 def test_label_palette_and_colorize_labels():
-    pal = vio.label_palette(256)
+    pal = vcm.label_palette(256)
     assert pal.shape == (256, 3) and pal.dtype == np.uint8
     np.testing.assert_array_equal(pal[:4], [[0, 0, 0], [128, 0, 0], [0, 128, 0], [128, 128, 0]])
     np.testing.assert_array_equal(pal[255], [224, 224, 192])  # VOC palette
     assert len({tuple(c) for c in pal}) == 256
-    np.testing.assert_array_equal(vio.label_palette(256), pal)
+    np.testing.assert_array_equal(vcm.label_palette(256), pal)
     lab = vio.read_label_png(DATA / "labels" / "voc_palette.png")
-    out = vio.colorize_labels(lab, num_classes=3)
+    out = vcm.colorize_labels(lab, num_classes=3)
     np.testing.assert_array_equal(out[0], [[0, 0, 0], [128, 0, 0], [0, 128, 0], [255, 255, 255]])
     with pytest.raises(ValueError, match=r"\[2\]"):
-        vio.colorize_labels(lab, num_classes=2)
+        vcm.colorize_labels(lab, num_classes=2)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -430,7 +431,7 @@ def test_real_cityscapes_labels(shared):
         shared / "cityscapes_mmseg_sample/leftImg8bit/val/frankfurt/frankfurt_000000_000294_leftImg8bit.png"
     )
     assert rgb.shape == (128, 256, 3)
-    out = vio.colorize_labels(train_ids, num_classes=19)
+    out = vcm.colorize_labels(train_ids, num_classes=19)
     assert out.shape == (128, 256, 3)
 
 
@@ -438,7 +439,7 @@ def test_real_natural_images_and_colorize(shared):
     img = vio.read_image(shared / "natural_images_skimage/chelsea.png")
     assert img.shape == (300, 451, 3) and img.dtype == np.uint8
     d = vio.read_disparity_pfm(shared / "eth3d_tum_cvc2019/terrace/disp0.pfm")
-    vis = vio.colorize(d)
+    vis = vcm.colorize(d)
     assert vis.shape == (434, 713, 3)
     assert (vis[~np.isfinite(d)] == 0).all() and (vis[np.isfinite(d)].sum(-1) > 0).all()
 
@@ -463,7 +464,7 @@ def test_depth_png_refuses_8bit_file(tmp_path):
     path = _png8(tmp_path / "depth8.png", [[0, 120, 255], [30, 40, 50]])
     with pytest.raises(DatasetFormatError, match=r"depth8\.png: stored as 8-bit greyscale PNG; expected a 16-bit"):
         vio.read_depth_png(path)
-    from vitlab.core.data.dense import decode_nyu_depth
+    from vitlab.core.data import decode_nyu_depth
 
     with pytest.raises(DatasetFormatError, match=r"depth8\.png.*8-bit.*16-bit greyscale depth PNG"):
         decode_nyu_depth(path)

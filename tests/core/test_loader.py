@@ -11,8 +11,6 @@ import pytest
 import torch
 from torch.utils.data import Dataset
 
-from vitlab.core.data import SyntheticScenesDataModule
-from vitlab.core.data.imagefolder import ImageFolderDataModule
 from vitlab.core.data.loader import make_loader, seed_worker, worker_seeds
 from vitlab.core.data.sampling import EpochShuffleSampler
 
@@ -92,43 +90,6 @@ def _check(loader, workers: int) -> None:
     assert loader.pin_memory == torch.cuda.is_available()
     assert loader.persistent_workers == (workers > 0)
     assert isinstance(loader.worker_init_fn, seed_worker) == (workers > 0)
-
-
-def test_every_datamodule_builds_its_loaders_with_the_helper(tmp_path):
-    syn = SyntheticScenesDataModule(size=32, batch_size=2, num_workers=2, train_samples=4, val_samples=2)
-    syn.setup("fit")
-    _check(syn.train_dataloader(), 2)
-    _check(syn.val_dataloader(), 2)
-    assert isinstance(syn.train_dataloader().sampler, EpochShuffleSampler)
-
-    img = ImageFolderDataModule(str(DATA / "imagefolder"), size=32, batch_size=2, num_workers=2)
-    img.setup("fit")
-    _check(img.train_dataloader(), 2)
-    _check(img.val_dataloader(), 2)
-
-    from vitlab.stereo import StereoDataModule
-
-    class _Pairs(Dataset):
-        def __len__(self):
-            return 2
-
-        def __getitem__(self, i):
-            return {"image": torch.zeros(3, 32, 32), "right": torch.zeros(3, 32, 32),
-                    "disparity": torch.zeros(1, 32, 32)}
-
-    st = StereoDataModule(train_datasets=[_Pairs()], val_datasets=[_Pairs()], crop_size=[32, 32], batch_size=2,
-                          num_workers=1)
-    _check(st.train_dataloader(), 1)
-    _check(st.val_dataloader(), 1)
-    assert isinstance(st.train_dataloader().sampler, EpochShuffleSampler)
-
-    from vitlab.pretrain import PseudoDepthFolderDataModule
-
-    for sub in ("rgb", "depth"):
-        (tmp_path / "train" / sub).mkdir(parents=True)
-    pd = PseudoDepthFolderDataModule(str(tmp_path), size=32, batch_size=1, num_workers=1)
-    assert pd._loader(list(range(2)), True).worker_init_fn is not None
-    _check(pd._loader(list(range(2)), False), 1)
 
 
 def test_sampler_follows_the_trainer_epoch_not_lightnings_set_epoch_count():

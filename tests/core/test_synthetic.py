@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from vitlab.core.data.constants import IMAGENET_MEAN, IMAGENET_STD
-from vitlab.core.data.synthetic import (
+from vitlab.core.data import (
     CLASS_NAMES,
     MODALITIES,
     NUM_CLASSES,
@@ -242,11 +242,12 @@ def test_datamodule_batches_are_normalized():
     assert len(train) == 2 and train.drop_last
     raw = next(iter(train))
     assert set(raw) == {"image", "right", "semantic", "index"} and raw["image"].shape == (4, 3, 32, 32)
+    assert raw["image"].dtype == raw["right"].dtype == torch.uint8  # images travel as uint8
     batch = dm.on_after_batch_transfer(raw, 0)
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     for key in ("image", "right"):
-        torch.testing.assert_close(batch[key], (raw[key] - mean) / std)
+        torch.testing.assert_close(batch[key], (raw[key] / 255.0 - mean) / std)
     assert torch.equal(batch["semantic"], raw["semantic"])
     assert next(iter(dm.val_dataloader()))["image"].shape[0] == 4
     # disjoint streams: validation scenes differ from training scenes with the same index

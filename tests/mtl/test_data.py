@@ -7,14 +7,9 @@ import pytest
 import torch
 
 from vitlab.core.data import DatasetFormatError, imagenet_normalize
-from vitlab.mtl.data import (
-    NYUDMT,
-    MultiTaskTransform,
-    PASCALContextMT,
-    PASCALContextMTDataModule,
-    SyntheticMultiTaskDataModule,
-    pascal_edges,
-)
+from vitlab.mtl.data import PASCALContextMTDataModule, SyntheticMultiTaskDataModule
+from vitlab.mtl.datasets import NYUDMT, PASCALContextMT, pascal_edges
+from vitlab.mtl.transforms import MultiTaskTransform
 
 REPO = Path(__file__).resolve().parents[2]
 PASCAL = REPO / "tests" / "data" / "pascal_context" / "PASCAL_MT"

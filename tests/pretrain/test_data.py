@@ -54,7 +54,7 @@ def test_sgmim_trains_on_the_folder(tmp_path, tiny_vit):
     _make(tmp_path)
     dm = PseudoDepthFolderDataModule(str(tmp_path), size=32, batch_size=3, num_workers=0)
     dm.setup("fit")
-    batch = next(iter(dm.train_dataloader()))
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
     model = SGMIM(tiny_vit(mask_token=True), masking=BlockRandomMask(16, 0.5), depth_embed_dim=8)
     losses, _, _ = model(batch)
     losses["loss"].backward()

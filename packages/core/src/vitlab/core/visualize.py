@@ -1,4 +1,4 @@
-"""Tensor → uint8 picture helpers for prediction logging (the colour maps live in ``data.io``)."""
+"""Tensor → uint8 picture helpers for prediction logging (the colour maps live in ``data.colormaps``)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from vitlab.core.data.colormaps import colorize
+from vitlab.core.data.colormaps import colorize_labels as _colorize_labels
 from vitlab.core.data.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
-from vitlab.core.data.io import colorize
-from vitlab.core.data.io import colorize_labels as _colorize_labels
 
 
 def to_uint8_image(image: Tensor, normalized: bool = True) -> np.ndarray:

@@ -23,7 +23,7 @@ from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 
-from vitlab.core.data.io import colorize
+from vitlab.core.data.colormaps import colorize
 
 __all__ = ["DensePredictionWriter", "WRITABLE_KEYS", "sample_names"]
 

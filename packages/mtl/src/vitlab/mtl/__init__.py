@@ -13,13 +13,12 @@ Installing this distribution registers it in the `vitlab.plugins` entry-point gr
 """
 
 from vitlab.mtl.data import (
-    NYUDMT,
-    MultiTaskTransform,
+    MultiTaskDataModule,
     NYUDMTDataModule,
-    PASCALContextMT,
     PASCALContextMTDataModule,
     SyntheticMultiTaskDataModule,
 )
+from vitlab.mtl.datasets import NYUDMT, PASCALContextMT
 from vitlab.mtl.heads import Downsampler, HighResolutionHead, TaskDecoder
 from vitlab.mtl.losses import TASK_WEIGHTS, MultiTaskLoss, balanced_bce
 from vitlab.mtl.metrics import (
@@ -36,11 +35,13 @@ from vitlab.mtl.module import TASK_OUTPUTS, MultiTaskFineTune, MultiTaskModule
 from vitlab.mtl.mtlora import MTLoRA, MTLoRALinear, MTLoRASwin
 from vitlab.mtl.sca import GCA, SCAMTL, CSAMHead, SCAEncoder
 from vitlab.mtl.tadformer import TADFormer, TADFormerSwin, TALinear
+from vitlab.mtl.transforms import MultiTaskTransform
 
 __version__ = "0.1.0"
 
 __all__ = [
     "NYUDMT",
+    "MultiTaskDataModule",
     "MultiTaskTransform",
     "NYUDMTDataModule",
     "PASCALContextMT",

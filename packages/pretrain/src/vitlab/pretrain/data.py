@@ -7,7 +7,8 @@ MultiMAE (Bachmann et al., `EPFL-VILAB/MultiMAE` ``SETUP.md``) ships ImageNet-1K
     root/<split>/depth/<class>/<stem>.png      # uint16, depth = value / 2**16 (SG-MIM's loader)
 
 Both views get the same RandomResizedCrop (scale 0.67-1, ratio 3/4-4/3, bilinear) and flip, as SG-MIM's
-joint augmentation; only the RGB image is ImageNet-normalised. Batches: ``{"image", "depth", "label"}``.
+joint augmentation; only the RGB image is ImageNet-normalised (on the device, by core's
+:class:`~vitlab.core.data.VitlabDataModule`). Batches: ``{"image", "depth", "label"}``.
 """
 
 from __future__ import annotations
@@ -17,13 +18,10 @@ from pathlib import Path
 
 import torch
 import torchvision.transforms.v2.functional as TF
-from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from vitlab.core.data.constants import IMAGENET_MEAN, IMAGENET_STD
-from vitlab.core.data.io import DatasetFormatError, read_image, read_png_scaled
-from vitlab.core.data.loader import make_loader
+from vitlab.core.data import DatasetFormatError, VitlabDataModule, read_image_tensor, read_png_scaled
 
 __all__ = ["PseudoDepthFolderDataset", "PseudoDepthFolderDataModule"]
 
@@ -68,15 +66,13 @@ class PseudoDepthFolderDataset(Dataset):
         self.size, self.train = int(size), bool(train)
         self.depth_divisor = float(depth_divisor)
         self.scale, self.ratio = tuple(scale), tuple(ratio)
-        self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
     def __len__(self) -> int:
         return len(self.samples)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
         img_path, depth_path, label = self.samples[index]
-        image = torch.from_numpy(read_image(img_path)).permute(2, 0, 1).float() / 255.0
+        image = read_image_tensor(img_path, uint8=False)
         depth = torch.from_numpy(read_png_scaled(depth_path, self.depth_divisor, invalid_value=None))[None]
         if depth.shape[-2:] != image.shape[-2:]:
             raise DatasetFormatError(
@@ -93,38 +89,23 @@ class PseudoDepthFolderDataset(Dataset):
         else:
             image = TF.center_crop(TF.resize(image, self.size, bil, antialias=True), s)
             depth = TF.center_crop(TF.resize(depth, self.size, bil, antialias=True), s)
-        image = (image.clamp(0, 1) - self.mean) / self.std
+        image = image.clamp(0, 1)
         return {"image": image, "depth": depth, "label": torch.tensor(label)}
 
 
-class PseudoDepthFolderDataModule(LightningDataModule):
+class PseudoDepthFolderDataModule(VitlabDataModule):
     """Train (and optional val) splits of :class:`PseudoDepthFolderDataset` for SG-MIM pre-training."""
 
     def __init__(self, root: str, size: int = 224, batch_size: int = 128, num_workers: int = 8,
                  train_split: str = "train", val_split: str | None = None, rgb_dir: str = "rgb",
-                 depth_dir: str = "depth", depth_divisor: float = 2.0**16) -> None:
-        super().__init__()
+                 depth_dir: str = "depth", depth_divisor: float = 2.0**16, seed: int = 0) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         self.save_hyperparameters()
-        self.batch_size = batch_size
-        self.train_set = self.val_set = None
 
-    def _make(self, split: str, train: bool) -> PseudoDepthFolderDataset:
+    def make_dataset(self, split: str) -> PseudoDepthFolderDataset | None:
         hp = self.hparams
-        return PseudoDepthFolderDataset(hp.root, split, hp.size, train, hp.rgb_dir, hp.depth_dir, hp.depth_divisor)
-
-    def setup(self, stage: str | None = None) -> None:
-        if stage in (None, "fit") and self.train_set is None:
-            self.train_set = self._make(self.hparams.train_split, True)
-        if self.hparams.val_split and stage in (None, "fit", "validate") and self.val_set is None:
-            self.val_set = self._make(self.hparams.val_split, False)
-
-    def _loader(self, ds, train: bool) -> DataLoader:
-        return make_loader(ds, batch_size=self.batch_size, train=train, num_workers=self.hparams.num_workers)
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
-
-    def val_dataloader(self) -> DataLoader:
-        if self.val_set is None:
-            return []
-        return self._loader(self.val_set, False)
+        name = {"train": hp.train_split, "val": hp.val_split}.get(split)
+        if not name:
+            return None
+        return PseudoDepthFolderDataset(hp.root, name, hp.size, split == "train", hp.rgb_dir, hp.depth_dir,
+                                        hp.depth_divisor)

@@ -6,12 +6,12 @@ Installing this distribution registers it in the `vitlab.plugins` entry-point gr
 """
 
 from vitlab.stereo.augment import StereoAugmentor
-from vitlab.stereo.data import (
+from vitlab.stereo.data import StereoDataModule
+from vitlab.stereo.datasets import (
     ETH3DStereo,
     KITTIStereo,
     MiddleburyStereo,
     SceneFlowStereo,
-    StereoDataModule,
     StereoPairs,
 )
 from vitlab.stereo.losses import (

@@ -14,6 +14,8 @@ import kornia.enhance as KE
 import torch
 import torch.nn.functional as F
 
+from vitlab.core.data import sample_seed
+
 __all__ = ["StereoAugmentor"]
 
 _COLOR_OPS = ("contrast", "gamma", "brightness", "hue", "saturation")
@@ -48,7 +50,10 @@ class StereoAugmentor:
         color: apply the asymmetric colour here (default). ``False`` leaves it to a batched device augmentation
             (:class:`vitlab.core.data.BatchColorAugment`, ``StereoDataModule(color_on_device=True)``).
 
-    Randomness: the private ``random.Random`` is derived lazily in the process that uses it, from
+    Randomness: inside a vitlab DataModule every sample is loaded under
+    :func:`vitlab.core.data.sample_seeding`, and the RNG is then ``Random`` of that sample's seed (and ``seed``):
+    a pair's augmentation depends only on (data seed, epoch, index), which makes a mid-epoch resume exact.
+    Used on its own, the private ``random.Random`` is derived lazily in the process that uses it, from
     ``torch.initial_seed()`` (and ``seed`` when given), and re-derived when that changes. A DataLoader worker
     has its own ``torch.initial_seed()`` (base seed + worker id; the loader's ``worker_init_fn`` folds the DDP
     rank in), so workers and ranks draw differently, while a seeded run (``seed_everything``) reproduces
@@ -82,7 +87,14 @@ class StereoAugmentor:
 
     @property
     def rng(self) -> random.Random:
-        """The private RNG of the current process (see the class docstring)."""
+        """The RNG of the current sample or process (see the class docstring)."""
+        per_sample = sample_seed()
+        if per_sample is not None:
+            key = ("sample", per_sample)
+            if key != self._rng_key:
+                self._rng = random.Random(per_sample if self.seed is None else f"{self.seed}/{per_sample}")
+                self._rng_key = key
+            return self._rng
         info = torch.utils.data.get_worker_info()
         rank = torch.distributed.get_rank() if torch.distributed.is_available() and torch.distributed.is_initialized() else 0
         key = (torch.initial_seed(), None if info is None else info.id, rank)

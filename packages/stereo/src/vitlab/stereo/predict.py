@@ -22,13 +22,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
-from torch.utils.data import DataLoader
 
-from vitlab.core.data.constants import IMAGENET_MEAN, IMAGENET_STD
-from vitlab.core.data.io import DatasetFormatError, open_image
-from vitlab.core.data.pairs import list_image_pairs
+from vitlab.core.data import IMAGENET_MEAN, IMAGENET_STD, DatasetFormatError, list_image_pairs, open_image
 
-from .data import StereoDataModule, StereoPairs
+from .data import StereoDataModule
+from .datasets import StereoPairs
 
 __all__ = [
     "StereoImagePairs",
@@ -202,14 +200,12 @@ class StereoPairsDataModule(StereoDataModule):
     def __init__(self, left: str | None = None, right: str | None = None, pairs: str | None = None,
                  scale: float = 1.0, batch_size: int = 1, num_workers: int = 0) -> None:
         dataset = StereoImagePairs(left, right, pairs, scale)
+        if batch_size > 1 and len(_sizes(dataset.pairs)) > 1:
+            batch_size = 1  # pairs of different sizes cannot share a batch
         super().__init__(predict_datasets=[dataset], eval_batch_size=batch_size, num_workers=num_workers)
+        self.uint8_transfer = False  # one's own photos may be 16-bit: keep their precision to the device
         self.left, self.right, self.pairs, self.scale = left, right, pairs, float(scale)
         self.dataset = dataset
-
-    def predict_dataloader(self) -> DataLoader:
-        if self.eval_batch_size > 1 and len(_sizes(self.dataset.pairs)) > 1:
-            self.eval_batch_size = 1  # pairs of different sizes cannot share a batch
-        return self._eval_loader([self.dataset], "predict_datasets")
 
 
 # ---------------------------------------------------------------------------------------------------- API

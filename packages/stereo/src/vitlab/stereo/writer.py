@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset
 
-from vitlab.core.data.io import colorize, write_kitti_disparity, write_pfm
+from vitlab.core.data import colorize, write_kitti_disparity, write_pfm
 
 __all__ = ["StereoPredictionWriter"]
 

@@ -1,5 +1,7 @@
 """Constants shared by every data pipeline in vitlab."""
 
+import torch
+
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -14,8 +16,6 @@ def imagenet_normalize(batch, keys: tuple[str, ...] = ("image", "right")):
     are taken in [0, 1]; uint8 images (0..255, what workers should send) become fp32 in the same pass. A
     ``{"source": ..., "target": ...}`` batch (domain adaptation) is normalised per sub-batch.
     """
-    import torch
-
     if isinstance(batch, dict) and set(batch) == {"source", "target"}:
         return {k: imagenet_normalize(v, keys) for k, v in batch.items()}
     if not isinstance(batch, dict):
@@ -26,7 +26,21 @@ def imagenet_normalize(batch, keys: tuple[str, ...] = ("image", "right")):
         if isinstance(x, torch.Tensor) and x.dtype == torch.uint8:
             x = x.float().div_(255.0)
         if isinstance(x, torch.Tensor) and x.is_floating_point():
-            mean = torch.as_tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-            std = torch.as_tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-            out[key] = (x - mean) / std
+            mean, std = _stats(x.device, x.dtype)
+            shape = (1,) * (x.dim() - 3) + (3, 1, 1)
+            out[key] = (x - mean.view(shape)) / std.view(shape)
     return out
+
+
+_STATS: dict = {}
+
+
+def _stats(device, dtype):
+    """ImageNet mean/std on ``device``, made once per (device, dtype): a per-step host-to-device copy otherwise."""
+    import torch
+
+    key = (str(device), dtype)
+    if key not in _STATS:
+        _STATS[key] = (torch.tensor(IMAGENET_MEAN, device=device, dtype=dtype),
+                       torch.tensor(IMAGENET_STD, device=device, dtype=dtype))
+    return _STATS[key]

@@ -11,16 +11,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch import LightningDataModule
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision import transforms as T
 from torchvision.datasets import ImageFolder
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
 
-from vitlab.core.data.constants import IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize
+from vitlab.core.data.base import VitlabDataModule
+from vitlab.core.data.constants import IMAGENET_MEAN, IMAGENET_STD
 from vitlab.core.data.io import DatasetFormatError
-from vitlab.core.data.loader import make_loader
 
 __all__ = ["ImageFolderDataModule", "ImageFolderDictDataset", "build_eval_transform", "build_train_transform"]
 
@@ -159,16 +158,15 @@ class ImageFolderDictDataset(Dataset):
         return {"image": image, "label": label}
 
 
-class ImageFolderDataModule(LightningDataModule):
+class ImageFolderDataModule(VitlabDataModule):
     """ImageNet-layout classification DataModule; batches are ``{"image": (B,3,H,W) float, "label": (B,) int64}``.
 
     With ``device_normalize=True`` (default) the workers decode, crop and flip only and hand over
-    ``(3, H, W)`` uint8 tensors (a quarter of the bytes of fp32 through worker queues, pinned memory and
-    the host-to-device copy); ImageNet normalisation to fp32 runs batched on the device in
-    ``on_after_batch_transfer``. ``device_normalize=False`` normalises in the workers (the loaders then
-    yield normalised floats directly).
+    ``(3, H, W)`` uint8 tensors; ImageNet normalisation to fp32 runs batched on the device
+    (:class:`~vitlab.core.data.VitlabDataModule`). ``device_normalize=False`` normalises in the workers (the
+    loaders then yield normalised floats directly).
 
-    ``mode`` selects the train augmentation (see :func:`build_train_transform`); validation/test use the
+    ``mode`` selects the train augmentation (see :func:`build_train_transform`); validation/test/predict use the
     ``val_split`` with :func:`build_eval_transform`. Class indices come from the sorted train class folders,
     and the val split must contain exactly the same classes so labels cannot silently disagree.
     """
@@ -187,29 +185,26 @@ class ImageFolderDataModule(LightningDataModule):
         crop_pct: float = 0.875,
         drop_last: bool = True,
         device_normalize: bool = True,
+        seed: int = 0,
     ) -> None:
-        super().__init__()
         if mode not in MODES:
             raise ValueError(f"ImageFolderDataModule: unknown mode {mode!r}; expected one of {MODES}")
         if auto_augment is not None and mode != "finetune":
             raise ValueError(
                 f"ImageFolderDataModule: auto_augment is only supported with mode='finetune', got {mode!r}"
             )
+        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed, normalize=device_normalize,
+                         uint8_transfer=device_normalize, pin_memory=None if pin_memory else False)
         self.save_hyperparameters()
         self.root = Path(root)
         self.mode = mode
         self.size = size
-        self.batch_size = batch_size
-        self.num_workers = num_workers
         self.train_split = train_split
         self.val_split = val_split
-        self.pin_memory = pin_memory
         self.auto_augment = auto_augment
         self.crop_pct = crop_pct
-        self.drop_last = drop_last
+        self.drop_last = bool(drop_last)
         self.device_normalize = bool(device_normalize)
-        self.train_dataset: ImageFolderDictDataset | None = None
-        self.val_dataset: ImageFolderDictDataset | None = None
         self._classes: list[str] | None = None
 
     @property
@@ -223,51 +218,26 @@ class ImageFolderDataModule(LightningDataModule):
     def num_classes(self) -> int:
         return len(self.classes)
 
-    def setup(self, stage: str | None = None) -> None:
-        if stage in (None, "fit") and self.train_dataset is None:
-            self.train_dataset = ImageFolderDictDataset(
-                self.root, self.train_split, build_train_transform(self.mode, self.size, self.auto_augment,
-                                                             uint8=self.device_normalize)
+    def make_dataset(self, split: str) -> ImageFolderDictDataset | None:
+        if split == "train":
+            ds = ImageFolderDictDataset(self.root, self.train_split, build_train_transform(
+                self.mode, self.size, self.auto_augment, uint8=self.device_normalize))
+            self._classes = ds.classes
+            return ds
+        if split != "val":  # ImageNet has no labelled test set: test and predict run on the validation split
+            if self.val_set is None:
+                self.val_set = self.make_dataset("val")
+            return self.val_set
+        val = ImageFolderDictDataset(self.root, self.val_split,
+                                     build_eval_transform(self.size, self.crop_pct, uint8=self.device_normalize))
+        if self._classes is None and not (self.root / self.train_split).is_dir():
+            self._classes = val.classes  # evaluation-only copy of the dataset: val defines the classes
+        if val.classes != self.classes:
+            only_train = sorted(set(self.classes) - set(val.classes))[:10]
+            only_val = sorted(set(val.classes) - set(self.classes))[:10]
+            raise DatasetFormatError(
+                f"{self.root / self.val_split}: class folders differ from {self.root / self.train_split} "
+                f"(only in train: {only_train}, only in val: {only_val}); both splits must hold the same "
+                f"classes so that label indices agree ({_layout('<split>')})"
             )
-            self._classes = self.train_dataset.classes
-        if stage in (None, "fit", "validate", "test") and self.val_dataset is None:
-            val = ImageFolderDictDataset(
-                self.root, self.val_split, build_eval_transform(self.size, self.crop_pct, uint8=self.device_normalize)
-            )
-            if self._classes is None and not (self.root / self.train_split).is_dir():
-                self._classes = val.classes  # evaluation-only copy of the dataset: val defines the classes
-            if val.classes != self.classes:
-                only_train = sorted(set(self.classes) - set(val.classes))[:10]
-                only_val = sorted(set(val.classes) - set(self.classes))[:10]
-                raise DatasetFormatError(
-                    f"{self.root / self.val_split}: class folders differ from {self.root / self.train_split} "
-                    f"(only in train: {only_train}, only in val: {only_val}); both splits must hold the same "
-                    f"classes so that label indices agree ({_layout('<split>')})"
-                )
-            self.val_dataset = val
-
-    def _loader(self, dataset: ImageFolderDictDataset | None, train: bool) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError("ImageFolderDataModule: call setup() before requesting a dataloader")
-        return make_loader(
-            dataset,
-            batch_size=self.batch_size,
-            train=train,
-            drop_last=train and self.drop_last,
-            num_workers=self.num_workers,
-            pin_memory=None if self.pin_memory else False,  # True = pin when CUDA is available
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_dataset, train=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_dataset, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        """ImageNet has no labelled test set: evaluate on the validation split."""
-        return self._loader(self.val_dataset, train=False)
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        """uint8 images -> ImageNet-normalised fp32, batched on the batch's device."""
-        return imagenet_normalize(batch, keys=("image",)) if self.device_normalize else batch
+        return val

@@ -1,7 +1,7 @@
 """Image pairs from the user's own files: two glob patterns, or a two-column text file.
 
 Batches use the stereo layout of vitlab (``image`` = first / left view, ``right`` = second / right view,
-ImageNet-normalised ``(B, 3, H, W)``), so any two-view method (``vitlab.pretrain.CroCo`` cross-view
+``(B, 3, H, W)``, ImageNet-normalised on the device by :class:`~vitlab.core.data.VitlabDataModule`), so any two-view method (``vitlab.pretrain.CroCo`` cross-view
 completion pre-training, stereo models) reads them like SyntheticScenes' ``[image, right]`` modalities.
 
 Listing (:func:`list_image_pairs`):
@@ -24,13 +24,11 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision import transforms as T
 
-from vitlab.core.data.constants import IMAGENET_MEAN, IMAGENET_STD
-from vitlab.core.data.io import DatasetFormatError, read_image
-from vitlab.core.data.loader import make_loader
+from vitlab.core.data.base import VitlabDataModule
+from vitlab.core.data.io import DatasetFormatError, read_image_tensor
 
 __all__ = ["ImagePairDataModule", "ImagePairs", "list_image_pairs"]
 
@@ -83,7 +81,7 @@ def list_image_pairs(left: str | None = None, right: str | None = None,
 
 
 class ImagePairs(Dataset):
-    """Two views per sample: ``{"image", "right", "index"}`` (see the module docstring).
+    """Two views per sample: ``{"image", "right", "index"}``, float in [0, 1] (see the module docstring).
 
     Args:
         pairs: ``(first, second)`` image paths (:func:`list_image_pairs`).
@@ -103,15 +101,13 @@ class ImagePairs(Dataset):
         self.size = None if size is None else (int(size[0]), int(size[1]))
         self.train = bool(train)
         self.jitter = T.ColorJitter(*color_jitter) if (train and color_jitter) else None
-        self.mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        self.std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
     def __len__(self) -> int:
         return len(self.pairs)
 
     @staticmethod
     def _load(path: Path) -> torch.Tensor:
-        return torch.from_numpy(read_image(path)).permute(2, 0, 1).float() / 255.0
+        return read_image_tensor(path, uint8=False)
 
     def _window(self, h: int, w: int) -> tuple[int, int, int, int]:
         ch, cw = self.size
@@ -135,11 +131,11 @@ class ImagePairs(Dataset):
             views = views[..., i:i + ch, j:j + cw]
         if self.jitter is not None:
             views = torch.stack([self.jitter(v) for v in views])  # independent draws: asymmetric colour
-        views = (views.clamp(0, 1) - self.mean) / self.std
+        views = views.clamp(0, 1)
         return {"image": views[0].contiguous(), "right": views[1].contiguous(), "index": torch.tensor(index)}
 
 
-class ImagePairDataModule(LightningDataModule):
+class ImagePairDataModule(VitlabDataModule):
     """Image pairs from glob patterns or a pairs file, for two-view training (e.g. CroCo pre-training).
 
     Args:
@@ -147,35 +143,23 @@ class ImagePairDataModule(LightningDataModule):
         pairs_file: instead of the patterns, a text file with ``<first> <second>`` per line.
         val_left, val_right, val_pairs_file: the same for an optional validation split.
         size: crop ``[h, w]`` (or one int); a multiple of the model's patch size.
-        batch_size, num_workers: loader options.
+        batch_size, num_workers, seed: loader options.
         color_jitter: per-view train-time jitter ``(brightness, contrast, saturation, hue)``; ``null`` = off.
     """
+
+    image_keys = ("image", "right")
 
     def __init__(self, left: str | None = None, right: str | None = None, pairs_file: str | None = None,
                  val_left: str | None = None, val_right: str | None = None, val_pairs_file: str | None = None,
                  size: int | list[int] = 224, batch_size: int = 16, num_workers: int = 4,
-                 color_jitter: list[float] | None = (0.4, 0.4, 0.4, 0.1)) -> None:
-        super().__init__()
+                 color_jitter: list[float] | None = (0.4, 0.4, 0.4, 0.1), seed: int = 0) -> None:
+        super().__init__(batch_size=batch_size, num_workers=num_workers, seed=seed)
         self.save_hyperparameters()
-        self.batch_size = int(batch_size)
-        self.train_set = self.val_set = None
 
-    def setup(self, stage: str | None = None) -> None:
+    def make_dataset(self, split: str) -> ImagePairs | None:
         hp = self.hparams
-        if stage in (None, "fit") and self.train_set is None:
-            pairs = list_image_pairs(hp.left, hp.right, hp.pairs_file)
-            if len(pairs) < self.batch_size:
-                raise ValueError(f"ImagePairDataModule: {len(pairs)} training pairs < batch_size {self.batch_size}")
-            self.train_set = ImagePairs(pairs, hp.size, True, hp.color_jitter)
-        has_val = hp.val_pairs_file is not None or hp.val_left is not None
-        if has_val and stage in (None, "fit", "validate") and self.val_set is None:
-            pairs = list_image_pairs(hp.val_left, hp.val_right, hp.val_pairs_file)
-            self.val_set = ImagePairs(pairs, hp.size, False)
-
-    def train_dataloader(self) -> DataLoader:
-        return make_loader(self.train_set, batch_size=self.batch_size, train=True, num_workers=self.hparams.num_workers)
-
-    def val_dataloader(self) -> DataLoader:
-        if self.val_set is None:
-            return []
-        return make_loader(self.val_set, batch_size=self.batch_size, train=False, num_workers=self.hparams.num_workers)
+        if split == "train":
+            return ImagePairs(list_image_pairs(hp.left, hp.right, hp.pairs_file), hp.size, True, hp.color_jitter)
+        if split == "val" and (hp.val_pairs_file is not None or hp.val_left is not None):
+            return ImagePairs(list_image_pairs(hp.val_left, hp.val_right, hp.val_pairs_file), hp.size, False)
+        return None

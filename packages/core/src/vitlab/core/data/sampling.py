@@ -1,13 +1,60 @@
-"""Samplers whose order depends only on (seed, epoch), and DataModules that resume mid-epoch exactly."""
+"""Samplers whose order depends only on (seed, epoch), per-sample random streams, and mid-epoch resume.
+
+Two things make a resumed run equal the uninterrupted one, whatever the number of workers:
+
+* the order: :class:`EpochShuffleSampler` draws the permutation of an epoch from ``(seed, epoch)`` only, and
+  :class:`ResumableDataMixin` skips the batches a checkpoint had already consumed;
+* the augmentation: every training sample is loaded inside :func:`sample_seeding`, which seeds Python's
+  ``random``, numpy's global generator and torch's CPU generator from ``(seed, epoch, index)`` and puts the
+  previous states back afterwards. A sample's random crop, flip or jitter is then a pure function of those three
+  numbers, the same in a worker or in the main process, before or after a restart, and loading (or prefetching)
+  never moves the training loop's own random streams.
+"""
 
 from __future__ import annotations
 
+import random
 import warnings
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Sampler
+
+_SAMPLE_SEED: int | None = None
+
+
+def sample_seed() -> int | None:
+    """The seed of the sample being loaded inside :func:`sample_seeding` (None outside).
+
+    Augmentors with a private generator derive it from this, so they follow the per-sample law too.
+    """
+    return _SAMPLE_SEED
+
+
+@contextmanager
+def sample_seeding(seed: int, epoch: int, index: int) -> Iterator[int]:
+    """Seed ``random``, ``numpy.random`` and torch's CPU generator from ``(seed, epoch, index)``; restore them after.
+
+    Yields the derived 63-bit seed (also returned by :func:`sample_seed` meanwhile).
+    """
+    global _SAMPLE_SEED
+    words = np.random.SeedSequence([int(seed) & 0xFFFFFFFF, int(epoch) & 0xFFFFFFFF, int(index)]).generate_state(2)
+    derived = (int(words[0]) << 31 ^ int(words[1])) & ((1 << 63) - 1)
+    py, npy, th, previous = random.getstate(), np.random.get_state(), torch.get_rng_state(), _SAMPLE_SEED
+    random.seed(derived)
+    np.random.seed(words)
+    torch.manual_seed(derived)
+    _SAMPLE_SEED = derived
+    try:
+        yield derived
+    finally:
+        random.setstate(py)
+        np.random.set_state(npy)
+        torch.set_rng_state(th)
+        _SAMPLE_SEED = previous
 
 
 class EpochShuffleSampler(Sampler[int]):
@@ -18,11 +65,15 @@ class EpochShuffleSampler(Sampler[int]):
     ``DistributedSampler``, which replaces this sampler under DDP), so the order is reproducible.
     :meth:`resume_at` makes the next pass over a given epoch start after the samples a checkpointed run
     had already consumed, so a run resumed from a mid-epoch checkpoint sees exactly the remaining batches.
+
+    ``with_epoch=True`` yields ``(epoch, index)`` pairs instead of indices, so that the dataset (wrapped by
+    :class:`SeededSamples`) can seed each sample's augmentation from them, also inside persistent workers.
     """
 
-    def __init__(self, num_samples: int, seed: int = 0) -> None:
+    def __init__(self, num_samples: int, seed: int = 0, with_epoch: bool = False) -> None:
         self.num_samples = int(num_samples)
         self.seed = int(seed)
+        self.with_epoch = bool(with_epoch)
         self.epoch = 0
         self.epoch_source: Callable[[], int] | None = None
         self._resume: tuple[int, int] | None = None
@@ -52,10 +103,40 @@ class EpochShuffleSampler(Sampler[int]):
             self._resume = None
             if epoch == current:
                 order = order[start:]
+        if self.with_epoch:
+            return iter([(current, i) for i in order])
         return iter(order)
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+class SeededSamples(torch.utils.data.Dataset):
+    """Wraps a dataset so that every item is loaded inside :func:`sample_seeding` (see the module docstring).
+
+    Keys are ``(epoch, index)`` pairs from :class:`EpochShuffleSampler` (``with_epoch=True``) or plain indices
+    (evaluation: epoch 0). ``finish`` (optional) is applied to each loaded sample, e.g. the uint8 conversion of
+    images.
+    """
+
+    def __init__(self, dataset: Any, seed: int = 0, finish: Callable[[Any], Any] | None = None) -> None:
+        self.dataset = dataset
+        self.seed = int(seed)
+        self.finish = finish
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, key: Any) -> Any:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        with sample_seeding(self.seed, epoch, index):
+            sample = self.dataset[index]
+        return self.finish(sample) if self.finish is not None else sample
+
+    def __getattr__(self, name: str) -> Any:  # dataset attributes (num_classes, pairs ...) stay reachable
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
 
 
 def _samplers(loader: Any) -> list[EpochShuffleSampler]:

@@ -45,21 +45,46 @@ Encodings
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 import torch
-from lightning.pytorch.utilities import CombinedLoader
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
-from vitlab.core.data.constants import imagenet_normalize
-from vitlab.core.data.loader import make_loader
-from vitlab.core.data.sampling import EpochShuffleSampler, ResumableDataMixin
+from vitlab.core.data.render import (
+    BASELINE,
+    BOARDS,
+    CHECKER,
+    CLASS_NAMES,
+    DOMAINS,
+    ELLIPSE,
+    FAMILIES,
+    MODALITIES,
+    NUM_CLASSES,
+    NUM_PARTS,
+    PART_NAMES,
+    RECTANGLE,
+    RIGHT_OCCLUSION_TOL,
+    RING,
+    STAR,
+    STRIPES,
+    TEX_N,
+    TRI_NORMALS,
+    TRIANGLE,
+    Layer,
+    Scene,
+    check_int,
+    hsv_to_rgb,
+    noise_table,
+    parse_domain,
+    parse_modalities,
+    parse_size,
+    plane_normal,
+    prime_malloc,
+    right_coef,
+    sample_noise,
+)
 
 __all__ = [
     "BASELINE",
@@ -71,191 +96,7 @@ __all__ = [
     "NUM_PARTS",
     "PART_NAMES",
     "SyntheticScenes",
-    "SyntheticScenesDataModule",
 ]
-
-FAMILIES = ("ellipse", "rectangle", "triangle", "ring", "star")
-CLASS_NAMES = ("ground", "wall", *FAMILIES)
-NUM_CLASSES = len(CLASS_NAMES)
-PART_NAMES = ("background", "part1", "part2")
-NUM_PARTS = len(PART_NAMES)
-#: Stereo baseline in metres; with ``f = W`` the nearest allowed surface sits at ``BASELINE * W / max_disparity``.
-BASELINE = 0.3
-DOMAINS = ("source", "target", "mixed")
-MODALITIES = (
-    "image",
-    "right",
-    "disparity",
-    "depth",
-    "semantic",
-    "parts",
-    "instance",
-    "saliency",
-    "edges",
-    "normals",
-    "occlusion",
-    "label",
-    "domain",
-)
-
-_ELLIPSE, _RECTANGLE, _TRIANGLE, _RING, _STAR = range(len(FAMILIES))
-_STRIPES, _CHECKER, _CONCENTRIC, _BOARDS = range(4)
-_TEX_N = 256  # noise table side (power of two so wrapping is a bit-mask)
-_TRI_NORMALS = [(math.cos(a), math.sin(a)) for a in (math.pi / 2, 7 * math.pi / 6, 11 * math.pi / 6)]
-_RIGHT_OCCLUSION_TOL = 1e-3  # pixels; planes closer than this in disparity count as the same surface
-
-
-# ----------------------------------------------------------------------------------------------------
-# Procedural noise
-# ----------------------------------------------------------------------------------------------------
-@functools.lru_cache(maxsize=1)
-def _noise_table() -> np.ndarray:
-    """Periodic band-limited noise (periods 5-64 texels, unit std) stored as bilinear quads.
-
-    One shared table sampled through a random affine map per layer gives multi-scale texture with a
-    single bilinear lookup, instead of summing octaves per pixel. It is fixed (not seeded by the
-    dataset) so that a scene depends only on ``(seed, index, domain)``. Entry ``i = row * N + col``
-    holds the 2x2 neighbourhood ``(t00, t01, t10, t11)`` as one complex128, so a lookup is a single
-    16-byte gather instead of four.
-    """
-    rng = np.random.default_rng(0x5EED)
-    n = _TEX_N
-    fy = np.fft.fftfreq(n)[:, None]
-    fx = np.fft.rfftfreq(n)[None, :]
-    freq = np.hypot(fx, fy)
-    band = (freq >= 1.0 / 64) & (freq <= 1.0 / 5)
-    amp = np.where(band, np.maximum(freq, 1e-6) ** -0.5, 0.0)
-    field_ = np.fft.irfft2(np.fft.rfft2(rng.standard_normal((n, n))) * amp, s=(n, n))
-    field_ = ((field_ - field_.mean()) / field_.std()).astype(np.float32)
-    grid = np.pad(field_, ((0, 1), (0, 1)), mode="wrap")
-    quads = np.stack([grid[:-1, :-1], grid[:-1, 1:], grid[1:, :-1], grid[1:, 1:]], axis=-1)
-    return np.ascontiguousarray(quads.reshape(n * n, 4)).view(np.complex128).ravel()
-
-
-def _sample_noise(table: np.ndarray, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Bilinear, periodic lookup of the noise table at continuous texel coordinates."""
-    fu = np.floor(u)
-    fv = np.floor(v)
-    wu = u - fu
-    wv = v - fv
-    i = (fv.astype(np.int32) & (_TEX_N - 1)) * _TEX_N + (fu.astype(np.int32) & (_TEX_N - 1))
-    quad = np.take(table, i).view(np.float32).reshape(-1, 4)
-    t00, t01, t10, t11 = quad[:, 0], quad[:, 1], quad[:, 2], quad[:, 3]
-    top = t00 + wu * (t01 - t00)
-    bot = t10 + wu * (t11 - t10)
-    return top + wv * (bot - top)
-
-
-_MALLOC_PRIMED = False
-
-
-def _prime_malloc() -> None:
-    """Free one untouched 16 MiB block once per process so glibc stops trimming the heap after each sample.
-
-    glibc raises its mmap/trim thresholds when a large mmapped block is freed; without that, the few MB
-    of arrays a 224x224 sample allocates are returned to the OS and page-faulted back for every sample
-    (~30% of the time at 224x224). Harmless elsewhere: the block is never touched.
-    """
-    global _MALLOC_PRIMED
-    if not _MALLOC_PRIMED:
-        _MALLOC_PRIMED = True
-        del_me = np.empty(16 << 20, np.uint8)
-        del del_me
-
-
-def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """Vectorised HSV -> RGB for a handful of palette entries; returns (3, n)."""
-    h = np.mod(h, 1.0)
-    out = np.empty((3, h.shape[0]))
-    for ch, n in enumerate((5.0, 3.0, 1.0)):
-        k = np.mod(n + 6.0 * h, 6.0)
-        out[ch] = v - v * s * np.clip(np.minimum(k, 4.0 - k), 0.0, 1.0)
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------
-# Scene description (geometry + domain-independent random variates)
-# ----------------------------------------------------------------------------------------------------
-@dataclass
-class _Layer:
-    """One planar layer. ``coef`` = (a, b, c) of the LEFT disparity ``a x + b y + c`` (pixels)."""
-
-    coef: tuple[float, float, float]
-    semantic: int
-    instance: int
-    family: int = -1  # -1 for ground/wall (infinite planes without mask)
-    centre: tuple[float, float] = (0.0, 0.0)
-    radius: float = 1.0
-    rot: tuple[float, float] = (1.0, 0.0)  # (cos, sin) of the object's in-plane rotation
-    inv_aspect: float = 1.0  # 1 / minor-axis ratio applied to the local v coordinate
-    shape_param: float = 0.0  # ring inner radius or star inner radius
-    split: tuple[float, float] = (1.0, 0.0)  # unit normal of the part-splitting line (local frame)
-    tex: dict[str, float] = field(default_factory=dict)  # texture variates, domain-independent
-    colour: tuple[float, ...] = ()  # (uh, us, uv, dh) palette variates, mapped per domain
-
-
-@dataclass
-class _Scene:
-    layers: list[_Layer]
-    light: tuple[float, float, float, float]  # (lx, ly, ambient, noise variate) used by the target domain
-
-
-def _right_coef(coef: tuple[float, float, float]) -> tuple[float, float, float]:
-    """Disparity of a layer as an affine function of RIGHT-image coordinates: (a x_r + b y + c)/(1-a)."""
-    a, b, c = coef
-    s = 1.0 / (1.0 - a)
-    return a * s, b * s, c * s
-
-
-def _plane_normal(coef: tuple[float, float, float], f: float, cx: float, cy: float) -> np.ndarray:
-    """Camera-facing unit normal of the plane with disparity ``a x + b y + c``.
-
-    ``1/Z`` is proportional to ``n . ray`` with ``ray = ((x-cx)/f, (y-cy)/f, 1)``, so the plane normal is
-    parallel to ``(a f, b f, a cx + b cy + c)``; the minus sign makes it point towards the camera.
-    """
-    a, b, c = coef
-    n = np.array([a * f, b * f, a * cx + b * cy + c])
-    return -n / np.linalg.norm(n)
-
-
-# ----------------------------------------------------------------------------------------------------
-# Dataset
-# ----------------------------------------------------------------------------------------------------
-def _check_int(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {value!r}")
-    return int(value)
-
-
-def _parse_size(size: Any) -> tuple[int, int]:
-    if isinstance(size, (int, np.integer)) and not isinstance(size, bool):
-        size = (int(size), int(size))
-    if (
-        not isinstance(size, (tuple, list))
-        or len(size) != 2
-        or not all(isinstance(s, (int, np.integer)) and not isinstance(s, bool) and s >= 16 for s in size)
-    ):
-        raise ValueError(f"`size` must be an int or an (H, W) pair of ints, each >= 16, got {size!r}")
-    return int(size[0]), int(size[1])
-
-
-def _parse_modalities(modalities: Sequence[str] | None) -> tuple[str, ...]:
-    if modalities is None:
-        return MODALITIES
-    if isinstance(modalities, str):
-        modalities = [modalities]
-    unknown = [m for m in modalities if m not in MODALITIES]
-    if unknown:
-        raise ValueError(f"`modalities` has unknown names {unknown}; valid names are {list(MODALITIES)}")
-    if not modalities:
-        raise ValueError(f"`modalities` must be None (all) or a non-empty subset of {list(MODALITIES)}")
-    return tuple(dict.fromkeys(modalities))
-
-
-def _parse_domain(domain: str, name: str = "domain") -> str:
-    if domain not in DOMAINS:
-        raise ValueError(f"`{name}` must be one of {list(DOMAINS)}, got {domain!r}")
-    return domain
 
 
 class SyntheticScenes(Dataset):
@@ -295,15 +136,15 @@ class SyntheticScenes(Dataset):
         max_objects: int = 5,
         max_disparity: float | None = None,
     ) -> None:
-        self.num_samples = _check_int("num_samples", num_samples, 1)
-        self.height, self.width = _parse_size(size)
+        self.num_samples = check_int("num_samples", num_samples, 1)
+        self.height, self.width = parse_size(size)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
             raise ValueError(f"`seed` must be a non-negative integer, got {seed!r}")
         self.seed = int(seed)
-        self.modalities = _parse_modalities(modalities)
-        self.domain = _parse_domain(domain)
-        self.min_objects = _check_int("min_objects", min_objects, 1)
-        self.max_objects = _check_int("max_objects", max_objects, self.min_objects)
+        self.modalities = parse_modalities(modalities)
+        self.domain = parse_domain(domain)
+        self.min_objects = check_int("min_objects", min_objects, 1)
+        self.max_objects = check_int("max_objects", max_objects, self.min_objects)
         if self.max_objects > 12:
             raise ValueError(f"`max_objects` must be <= 12, got {max_objects!r}")
         if max_disparity is None:
@@ -323,7 +164,7 @@ class SyntheticScenes(Dataset):
         self._ys = np.arange(h, dtype=np.float32)[:, None]
         self._xflat = np.tile(np.arange(w, dtype=np.float32), h)
         self._yflat = np.repeat(np.arange(h, dtype=np.float32), w)
-        self._table = _noise_table()
+        self._table = noise_table()
 
     # ------------------------------------------------------------------ metadata
     def __len__(self) -> int:
@@ -348,7 +189,7 @@ class SyntheticScenes(Dataset):
         return int(self.domain == "target")
 
     # ------------------------------------------------------------------ scene sampling
-    def scene(self, index: int) -> _Scene:
+    def scene(self, index: int) -> Scene:
         """Sample the domain-independent description of scene ``index`` (fixed number of draws)."""
         rng = np.random.default_rng([self.seed, index])
         h, w, m = self.height, self.width, self.max_disparity
@@ -373,10 +214,10 @@ class SyntheticScenes(Dataset):
             b_w = d_wall * 0.3 * (bg[6] - 0.5) / h
         wall = (a_w, b_w, d_wall - a_w * cx - b_w * cy)
         layers = [
-            _Layer(
-                coef=ground, semantic=0, instance=0, tex=self._texture_variates(tex[0], _BOARDS, d_bottom)
+            Layer(
+                coef=ground, semantic=0, instance=0, tex=self._texture_variates(tex[0], BOARDS, d_bottom)
             ),
-            _Layer(coef=wall, semantic=1, instance=0, tex=self._texture_variates(tex[1], -1, d_wall)),
+            Layer(coef=wall, semantic=1, instance=0, tex=self._texture_variates(tex[1], -1, d_wall)),
         ]
         layers[0].tex["d_ref"] = d_bottom
         layers[0].tex["cx"] = cx
@@ -404,8 +245,8 @@ class SyntheticScenes(Dataset):
                 ]
                 if max(corners) > m or min(corners) < 0.5 * d_wall or abs(coef[0]) > 0.5:
                     coef = (0.0, 0.0, d0)
-            shape_param = {_RING: 0.45 + 0.2 * r[10], _STAR: 0.35 + 0.2 * r[10]}.get(family, 0.0)
-            layer = _Layer(
+            shape_param = {RING: 0.45 + 0.2 * r[10], STAR: 0.35 + 0.2 * r[10]}.get(family, 0.0)
+            layer = Layer(
                 coef=coef,
                 semantic=2 + family,
                 instance=1 + j,
@@ -422,7 +263,7 @@ class SyntheticScenes(Dataset):
             layers.append(layer)
         for layer, c in zip(layers, col):
             layer.colour = tuple(c)
-        return _Scene(layers=layers, light=tuple(light))
+        return Scene(layers=layers, light=tuple(light))
 
     def _coef_from_normal(self, n: tuple[float, float, float], ox: float, oy: float, d0: float):
         """Disparity coefficients of the plane with normal ``n`` whose disparity at (ox, oy) is ``d0``."""
@@ -440,8 +281,8 @@ class SyntheticScenes(Dataset):
             "kind": kind,
             "noise_scale": (0.55 + 0.5 * r[0]) / depth_scale,
             "noise_angle": 2 * math.pi * r[1],
-            "noise_u0": _TEX_N * r[2],
-            "noise_v0": _TEX_N * r[3],
+            "noise_u0": TEX_N * r[2],
+            "noise_v0": TEX_N * r[3],
             "period": (5.0 + 7.0 * r[4]) * depth_scale,
             "angle": math.pi * r[5],
             "phase": 2 * math.pi * r[6],
@@ -451,7 +292,7 @@ class SyntheticScenes(Dataset):
         }
 
     # ------------------------------------------------------------------ rendering
-    def _zbuffer(self, scene: _Scene, right: bool, xq: np.ndarray | None = None, with_labels: bool = True):
+    def _zbuffer(self, scene: Scene, right: bool, xq: np.ndarray | None = None, with_labels: bool = True):
         """Visible disparity (and owning layer / part) at every view pixel, or at query x positions.
 
         ``xq`` (H, W) are arbitrary view x-coordinates per row (used for the occlusion test); without it
@@ -460,7 +301,7 @@ class SyntheticScenes(Dataset):
         h, w = self.height, self.width
         ys = self._ys
         xs = self._xs if xq is None else xq
-        coefs = [_right_coef(ly.coef) if right else ly.coef for ly in scene.layers]
+        coefs = [right_coef(ly.coef) if right else ly.coef for ly in scene.layers]
         a, b, c = coefs[0]
         disp = a * xs + (b * ys + c)
         a, b, c = coefs[1]
@@ -490,7 +331,7 @@ class SyntheticScenes(Dataset):
                 np.copyto(part[sl], (side + 1).astype(np.int8), where=m)
         return disp, owner, part
 
-    def _bbox(self, layer: _Layer, right: bool):
+    def _bbox(self, layer: Layer, right: bool):
         """Integer pixel box (rows, cols) of the view that can contain the object, or None if off-screen."""
         ox, oy = layer.centre
         rad = layer.radius
@@ -507,7 +348,7 @@ class SyntheticScenes(Dataset):
         return r0, r1, c0, c1
 
     @staticmethod
-    def _object_mask(layer: _Layer, coef_v, xv: np.ndarray, yv: np.ndarray, right: bool, d_cur: np.ndarray):
+    def _object_mask(layer: Layer, coef_v, xv: np.ndarray, yv: np.ndarray, right: bool, d_cur: np.ndarray):
         """Shape mask (nearer than ``d_cur``), disparity and part side of one object over a view patch."""
         a, b, c = coef_v
         dv = a * xv + (b * yv + c)
@@ -520,19 +361,19 @@ class SyntheticScenes(Dataset):
         u = cs * dx + sn * dy
         v = (cs * dy - sn * dx) * layer.inv_aspect
         fam = layer.family
-        if fam == _RECTANGLE:
+        if fam == RECTANGLE:
             half = math.sqrt(0.5)
             m = (np.abs(u) <= half) & (np.abs(v) <= half)
-        elif fam == _TRIANGLE:
+        elif fam == TRIANGLE:
             m = None
-            for nx, ny in _TRI_NORMALS:
+            for nx, ny in TRI_NORMALS:
                 e = (nx * u + ny * v) <= 0.5
                 m = e if m is None else m & e
         else:
             rho2 = u * u + v * v
-            if fam == _ELLIPSE:
+            if fam == ELLIPSE:
                 m = rho2 <= 1.0
-            elif fam == _RING:
+            elif fam == RING:
                 m = (rho2 <= 1.0) & (rho2 >= layer.shape_param**2)
             else:  # star: radius r(phi) = r_in + (1 - r_in) g^2, g = (1 + cos 5 phi) / 2 via Chebyshev T5
                 rho = np.sqrt(rho2)
@@ -549,7 +390,7 @@ class SyntheticScenes(Dataset):
         return m, dv, side
 
     def _texture(
-        self, layer: _Layer, x: np.ndarray, y: np.ndarray, d: np.ndarray, target: bool
+        self, layer: Layer, x: np.ndarray, y: np.ndarray, d: np.ndarray, target: bool
     ) -> np.ndarray:
         """Scalar texture in ~[0, 1] at LEFT-image coordinates of a layer (1-D arrays)."""
         t = layer.tex
@@ -561,16 +402,16 @@ class SyntheticScenes(Dataset):
         ca, sa = math.cos(t["noise_angle"]) * scale, math.sin(t["noise_angle"]) * scale
         u = x * ca - y * sa + t["noise_u0"]
         v = x * sa + y * ca + t["noise_v0"]
-        out = _sample_noise(self._table, u, v)
+        out = sample_noise(self._table, u, v)
         out *= w_noise
         k = 2 * math.pi / period
         kx, ky = k * math.cos(t["angle"]), k * math.sin(t["angle"])
         kind = t["kind"]
-        if kind == _BOARDS:  # planks converging to the vanishing point: 4x period at d_ref, shrinking with d
+        if kind == BOARDS:  # planks converging to the vanishing point: 4x period at d_ref, shrinking with d
             pat = np.cos((x - t["cx"]) * (k * 0.25 * t["d_ref"]) / d + t["phase"])
-        elif kind == _STRIPES:
+        elif kind == STRIPES:
             pat = np.cos(x * kx + y * ky + t["phase"])
-        elif kind == _CHECKER:
+        elif kind == CHECKER:
             pat = np.cos(x * kx + y * ky + t["phase"]) * np.cos(y * kx - x * ky)
         else:
             pat = np.cos(np.sqrt((x - t["ox"]) ** 2 + (y - t["oy"]) ** 2) * k + t["phase"])
@@ -578,7 +419,7 @@ class SyntheticScenes(Dataset):
         out += 0.5
         return out
 
-    def _palette(self, scene: _Scene, target: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _palette(self, scene: Scene, target: bool) -> tuple[np.ndarray, np.ndarray]:
         """Colour tables (3, 2L) indexed by ``2 * layer + (part == 2)``: dark end and (light - dark)."""
         col = np.asarray([ly.colour for ly in scene.layers])
         uh, us, uv, dh = col.T
@@ -593,18 +434,18 @@ class SyntheticScenes(Dataset):
         dh = np.repeat(dh, 2)
         hue[1::2] += 0.07  # second part: visibly different tint and value
         val[1::2] *= 0.8
-        light = _hsv_to_rgb(hue, sat, val)
-        dark = _hsv_to_rgb(hue + 0.16 * (dh - 0.5), np.minimum(1.0, 1.2 * sat), 0.3 * val)
+        light = hsv_to_rgb(hue, sat, val)
+        dark = hsv_to_rgb(hue + 0.16 * (dh - 0.5), np.minimum(1.0, 1.2 * sat), 0.3 * val)
         if target:
             shade = self._shading(scene)
             light = light * np.repeat(shade, 2)
             dark = dark * np.repeat(shade, 2)
         return dark.astype(np.float32), (light - dark).astype(np.float32)
 
-    def _normals_table(self, scene: _Scene) -> np.ndarray:
-        return np.stack([_plane_normal(ly.coef, self.focal, self.cx, self.cy) for ly in scene.layers], 1)
+    def _normals_table(self, scene: Scene) -> np.ndarray:
+        return np.stack([plane_normal(ly.coef, self.focal, self.cx, self.cy) for ly in scene.layers], 1)
 
-    def _shading(self, scene: _Scene) -> np.ndarray:
+    def _shading(self, scene: Scene) -> np.ndarray:
         """Lambertian factor per layer for a directional light from above-front (target domain only)."""
         lx, ly, amb, _ = scene.light
         light = np.array([1.2 * (lx - 0.5), -0.3 - 0.6 * ly, -1.0])
@@ -669,7 +510,7 @@ class SyntheticScenes(Dataset):
 
     def render(self, index: int) -> dict[str, np.ndarray]:
         """Numpy arrays of the requested modalities for sample ``index`` (no torch, no ``index`` key)."""
-        _prime_malloc()
+        prime_malloc()
         mods = self.modalities
         domain = self.domain_of(index)
         target = domain == 1
@@ -711,7 +552,7 @@ class SyntheticScenes(Dataset):
         if "occlusion" in mods:
             xq = self._xs - disp  # where each left pixel lands in the right image
             d_right, _, _ = self._zbuffer(scene, right=True, xq=xq, with_labels=False)
-            occ = (d_right > disp + _RIGHT_OCCLUSION_TOL) | (xq < -0.5)
+            occ = (d_right > disp + RIGHT_OCCLUSION_TOL) | (xq < -0.5)
             out["occlusion"] = occ.reshape(1, h, w)
         if "label" in mods:
             area = np.bincount(owner.ravel(), minlength=len(scene.layers))[2:]
@@ -743,139 +584,3 @@ class SyntheticScenes(Dataset):
         sample["index"] = torch.tensor(index, dtype=torch.int64)
         return sample
 
-
-# ----------------------------------------------------------------------------------------------------
-# DataModule
-# ----------------------------------------------------------------------------------------------------
-class SyntheticScenesDataModule(ResumableDataMixin, pl.LightningDataModule):
-    """Train/val/test/predict splits of :class:`SyntheticScenes` with disjoint scene streams.
-
-    Splits use dataset seeds ``16 * seed + k`` with k = 0 (train), 1 (val), 2 (test), 3 (predict) and
-    4 (unlabelled-target train stream), so runs with different seeds never share scenes across splits. With ``normalize=True`` the ``image``/``right``
-    tensors are normalised with ImageNet mean/std in ``on_after_batch_transfer`` (on the device); the
-    [0, 1] images are not kept, task modules de-normalise with the same constants for visualisation.
-    (Lightning calls a LightningModule's own ``on_after_batch_transfer`` instead, if it defines one.)
-
-    ``target_domain`` (domain adaptation): when set, the train loader is a ``CombinedLoader`` in
-    ``max_size_cycle`` mode yielding ``{"source": batch, "target": batch}`` (the target batch carries its
-    labels too, for diagnostics only), and val/test/predict run on ``target_domain``: adaptation is
-    judged on the domain it adapts to.
-    """
-
-    def __init__(
-        self,
-        modalities: list[str] | None = None,
-        size: int | tuple[int, int] = 128,
-        batch_size: int = 16,
-        num_workers: int = 0,
-        train_samples: int = 2000,
-        val_samples: int = 200,
-        test_samples: int = 200,
-        predict_samples: int = 16,
-        seed: int = 0,
-        domain: str = "source",
-        target_domain: str | None = None,
-        normalize: bool = True,
-        min_objects: int = 2,
-        max_objects: int = 5,
-        max_disparity: float | None = None,
-    ) -> None:
-        super().__init__()
-        self._set_split_args(batch_size, num_workers, train_samples, val_samples, test_samples, predict_samples)
-        if target_domain is not None:
-            _parse_domain(target_domain, "target_domain")
-        self.target_domain = target_domain
-        self.normalize = bool(normalize)
-        self.seed = seed
-        self.domain = domain
-        self._kwargs = dict(
-            size=size,
-            modalities=modalities,
-            min_objects=min_objects,
-            max_objects=max_objects,
-            max_disparity=max_disparity,
-        )
-        # Validates every dataset argument now, not at setup time.
-        probe = SyntheticScenes(num_samples=1, seed=seed, domain=domain, **self._kwargs)
-        self.modalities = probe.modalities
-        self.size = (probe.height, probe.width)
-        self.save_hyperparameters()
-        self.train_set = self.target_set = self.val_set = self.test_set = self.predict_set = None
-
-    def _set_split_args(self, batch_size, num_workers, train_samples, val_samples, test_samples, predict_samples):
-        """Validate and store the loader/split sizes (shared with the stereo-only sibling DataModule)."""
-        self.batch_size = _check_int("batch_size", batch_size, 1)
-        self.num_workers = _check_int("num_workers", num_workers, 0)
-        self.train_samples = _check_int("train_samples", train_samples, 1)
-        if self.train_samples < self.batch_size:
-            raise ValueError(
-                f"`train_samples` ({train_samples}) must be >= `batch_size` ({batch_size}): the train loader "
-                "drops incomplete batches"
-            )
-        self.val_samples = _check_int("val_samples", val_samples, 1)
-        self.test_samples = _check_int("test_samples", test_samples, 1)
-        self.predict_samples = _check_int("predict_samples", predict_samples, 1)
-
-    @property
-    def num_classes(self) -> int:
-        return NUM_CLASSES
-
-    @property
-    def num_parts(self) -> int:
-        return NUM_PARTS
-
-    @property
-    def class_names(self) -> tuple[str, ...]:
-        return CLASS_NAMES
-
-    def _make(self, n: int, offset: int, domain: str) -> SyntheticScenes:
-        return SyntheticScenes(num_samples=n, seed=self.seed * 16 + offset, domain=domain, **self._kwargs)
-
-    def setup(self, stage: str | None = None) -> None:
-        eval_domain = self.target_domain or self.domain
-        if stage in (None, "fit"):
-            self.train_set = self._make(self.train_samples, 0, self.domain)
-            if self.target_domain is not None:
-                self.target_set = self._make(self.train_samples, 4, self.target_domain)
-        if stage in (None, "fit", "validate"):
-            self.val_set = self._make(self.val_samples, 1, eval_domain)
-        if stage in (None, "test"):
-            self.test_set = self._make(self.test_samples, 2, eval_domain)
-        if stage in (None, "predict"):
-            self.predict_set = self._make(self.predict_samples, 3, eval_domain)
-
-    def _loader(self, dataset: SyntheticScenes | None, train: bool) -> DataLoader:
-        if dataset is None:
-            raise RuntimeError("call `setup()` with the matching stage before asking for a dataloader")
-        return make_loader(
-            dataset,
-            batch_size=self.batch_size,
-            train=train,
-            # train order depends only on (seed, epoch): a resumed run sees the same batches
-            sampler=EpochShuffleSampler(len(dataset), seed=dataset.seed) if train else None,
-            num_workers=self.num_workers,
-            seed=dataset.seed,
-        )
-
-    def train_dataloader(self):
-        source = self._loader(self.train_set, train=True)
-        if self.target_domain is None:
-            return self.resumable(source)
-        target = self._loader(self.target_set, train=True)
-        return self.resumable(CombinedLoader({"source": source, "target": target}, mode="max_size_cycle"))
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, train=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader(self.test_set, train=False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader(self.predict_set, train=False)
-
-    def normalize_batch(self, batch: Any) -> Any:
-        """ImageNet-normalise ``image``/``right`` in a batch or a ``{"source", "target"}`` dict of batches."""
-        return imagenet_normalize(batch)
-
-    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
-        return self.normalize_batch(batch) if self.normalize else batch

@@ -42,26 +42,24 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import lightning.pytorch as pl
 import numpy as np
 
-from vitlab.core.data.synthetic import (
-    _RIGHT_OCCLUSION_TOL,
-    _RING,
-    _STAR,
-    _TEX_N,
+from vitlab.core.data.render import (
     FAMILIES,
-    SyntheticScenes,
-    SyntheticScenesDataModule,
-    _check_int,
-    _hsv_to_rgb,
-    _Layer,
-    _prime_malloc,
-    _sample_noise,
-    _Scene,
+    RIGHT_OCCLUSION_TOL,
+    RING,
+    STAR,
+    TEX_N,
+    Layer,
+    Scene,
+    check_int,
+    hsv_to_rgb,
+    prime_malloc,
+    sample_noise,
 )
+from vitlab.core.data.synthetic import SyntheticScenes
 
-__all__ = ["STEREO_MODALITIES", "SyntheticStereo", "SyntheticStereoDataModule"]
+__all__ = ["STEREO_MODALITIES", "SyntheticStereo"]
 
 STEREO_MODALITIES = ("image", "right", "disparity", "occlusion", "instance")
 _FRACTAL, _MARBLE = 4, 5  # texture kinds added to SyntheticScenes' stripes (0), checker (1), rings (2)
@@ -121,8 +119,8 @@ class SyntheticStereo(SyntheticScenes):
                 f"got {list(modalities)}"
             )
         super().__init__(num_samples=num_samples, size=size, seed=seed, modalities=list(modalities))
-        self.min_objects = _check_int("min_objects", min_objects, 1)
-        self.max_objects = _check_int("max_objects", max_objects, self.min_objects)
+        self.min_objects = check_int("min_objects", min_objects, 1)
+        self.max_objects = check_int("max_objects", max_objects, self.min_objects)
         if self.max_objects > _MAX_OBJECTS:
             raise ValueError(f"`max_objects` must be <= {_MAX_OBJECTS}, got {max_objects!r}")
         if max_disparity is None:
@@ -152,7 +150,7 @@ class SyntheticStereo(SyntheticScenes):
         corners = [a * x + b * y + c for x in (x0, x1) for y in (y0, y1)]
         return abs(a) <= 0.5 and min(corners) >= lo and max(corners) <= self.max_disparity
 
-    def scene(self, index: int) -> _Scene:
+    def scene(self, index: int) -> Scene:
         """Sample scene ``index`` (a fixed number of draws per object, so layers are stable)."""
         rng = np.random.default_rng([self.seed, index])
         h, w, m = self.height, self.width, self.max_disparity
@@ -172,7 +170,7 @@ class SyntheticStereo(SyntheticScenes):
             coef = self._plane(math.radians(50 * r[1]), 2 * math.pi * r[2], w * r[3], h * r[4], d0, focal)
             if not self._fits(coef, frame, 0.3 * d0):
                 coef = (0.0, 0.0, d0)
-            layers.append(_Layer(coef=coef, semantic=k, instance=0, tex=self._tex(tex[k])))
+            layers.append(Layer(coef=coef, semantic=k, instance=0, tex=self._tex(tex[k])))
         short = min(h, w)
         for j, r in enumerate(obj):
             family = min(int(r[0] * len(FAMILIES)), len(FAMILIES) - 1)
@@ -185,9 +183,9 @@ class SyntheticStereo(SyntheticScenes):
                 if self._fits(tilted, (ox - radius, ox + radius, oy - radius, oy + radius), 0.5 * d0):
                     coef = tilted
             theta, psi = 2 * math.pi * r[8], 2 * math.pi * r[9]
-            shape_param = {_RING: 0.35 + 0.3 * r[10], _STAR: 0.3 + 0.3 * r[10]}.get(family, 0.0)
+            shape_param = {RING: 0.35 + 0.3 * r[10], STAR: 0.3 + 0.3 * r[10]}.get(family, 0.0)
             layers.append(
-                _Layer(
+                Layer(
                     coef=coef,
                     semantic=2 + family,
                     instance=1 + j,
@@ -203,7 +201,7 @@ class SyntheticStereo(SyntheticScenes):
             )
         for layer, c in zip(layers, col):
             layer.colour = tuple(c)
-        return _Scene(layers=layers, light=(0.0, 0.0, 0.0, 0.0))
+        return Scene(layers=layers, light=(0.0, 0.0, 0.0, 0.0))
 
     def _tex(self, r: list[float]) -> dict[str, float]:
         """Texture variates in pixel units; nothing here depends on the layer's depth."""
@@ -211,8 +209,8 @@ class SyntheticStereo(SyntheticScenes):
             "kind": int(np.searchsorted(_KIND_CDF, r[9] * _KIND_CDF[-1], side="right")),
             "noise_scale": 0.25 * 6.0 ** r[0],  # texels per pixel: noise periods ~3-250 px
             "noise_angle": 2 * math.pi * r[1],
-            "noise_u0": _TEX_N * r[2],
-            "noise_v0": _TEX_N * r[3],
+            "noise_u0": TEX_N * r[2],
+            "noise_v0": TEX_N * r[3],
             "period": 4.0 * 8.0 ** r[4],  # 4-32 px
             "angle": math.pi * r[5],
             "phase": 2 * math.pi * r[6],
@@ -224,7 +222,7 @@ class SyntheticStereo(SyntheticScenes):
 
     # ------------------------------------------------------------------ appearance
     def _texture(
-        self, layer: _Layer, x: np.ndarray, y: np.ndarray, d: np.ndarray, target: bool
+        self, layer: Layer, x: np.ndarray, y: np.ndarray, d: np.ndarray, target: bool
     ) -> np.ndarray:
         """``SyntheticScenes`` patterns plus 1/f fractal noise and turbulence marble, in ~[0, 1]."""
         t = layer.tex
@@ -235,9 +233,9 @@ class SyntheticStereo(SyntheticScenes):
         u = (x * ca - y * sa) * scale + t["noise_u0"]
         v = (x * sa + y * ca) * scale + t["noise_v0"]
         # three octaves with amplitude ~ 1/frequency: a 1/f spectrum over ~5 octaves with the table's band
-        out = _sample_noise(self._table, u, v)
-        out += 0.5 * _sample_noise(self._table, 2.03 * u + 17.0, 2.03 * v + 31.0)
-        out += 0.25 * _sample_noise(self._table, 4.11 * u + 5.0, 4.11 * v + 47.0)
+        out = sample_noise(self._table, u, v)
+        out += 0.5 * sample_noise(self._table, 2.03 * u + 17.0, 2.03 * v + 31.0)
+        out += 0.25 * sample_noise(self._table, 4.11 * u + 5.0, 4.11 * v + 47.0)
         if t["kind"] == _FRACTAL:
             out *= 0.22
             out += 0.5
@@ -249,10 +247,10 @@ class SyntheticStereo(SyntheticScenes):
         pat = np.cos(out)
         pat *= 0.3
         pat += 0.5
-        pat += 0.12 * _sample_noise(self._table, 3.0 * u + 9.0, 3.0 * v + 3.0)
+        pat += 0.12 * sample_noise(self._table, 3.0 * u + 9.0, 3.0 * v + 3.0)
         return pat
 
-    def _palette(self, scene: _Scene, target: bool) -> tuple[np.ndarray, np.ndarray]:
+    def _palette(self, scene: Scene, target: bool) -> tuple[np.ndarray, np.ndarray]:
         """Colour tables (3, 2L) indexed by ``2 * layer + (part == 2)``; any hue, value and contrast."""
         uh, us, uv, dh = np.asarray([ly.colour for ly in scene.layers]).T
         hue = np.repeat(uh, 2)
@@ -263,8 +261,8 @@ class SyntheticStereo(SyntheticScenes):
         # an object, hence nearer than the background, does not make a pixel darker on average
         hue[1::2] += 0.1
         val[1::2] = 0.35 + 0.65 * np.mod(uv + 0.5, 1.0)
-        light = _hsv_to_rgb(hue, sat, val)
-        dark = _hsv_to_rgb(hue + 0.3 * (dh - 0.5), sat, val * (0.05 + 0.35 * dh))
+        light = hsv_to_rgb(hue, sat, val)
+        dark = hsv_to_rgb(hue + 0.3 * (dh - 0.5), sat, val * (0.05 + 0.35 * dh))
         return dark.astype(np.float32), (light - dark).astype(np.float32)
 
     def _photometric(self, img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -286,7 +284,7 @@ class SyntheticStereo(SyntheticScenes):
 
     def render(self, index: int) -> dict[str, np.ndarray]:
         """Numpy arrays of the requested modalities for sample ``index``."""
-        _prime_malloc()
+        prime_malloc()
         mods = self.modalities
         scene = self.scene(index)
         h, w = self.height, self.width
@@ -312,61 +310,7 @@ class SyntheticStereo(SyntheticScenes):
         if "occlusion" in mods:
             xq = self._xs - disp
             d_right, _, _ = self._zbuffer(scene, right=True, xq=xq, with_labels=False)
-            out["occlusion"] = ((d_right > disp + _RIGHT_OCCLUSION_TOL) | (xq < -0.5)).reshape(1, h, w)
+            out["occlusion"] = ((d_right > disp + RIGHT_OCCLUSION_TOL) | (xq < -0.5)).reshape(1, h, w)
         if "instance" in mods:
             out["instance"] = np.take(np.array([ly.instance for ly in scene.layers], np.int64), owner)
         return out
-
-
-class SyntheticStereoDataModule(SyntheticScenesDataModule):
-    """Train/val/test/predict splits of :class:`SyntheticStereo` (dataset seeds ``16 * seed + k``, k = 0..3).
-
-    Batches look like ``SyntheticScenesDataModule``'s stereo modality, so every stereo task module trains on
-    it unchanged; ``image``/``right`` are ImageNet-normalised on the device when ``normalize`` is set.
-    The dataset arguments are those of :class:`SyntheticStereo`.
-    """
-
-    def __init__(
-        self,
-        size: int | tuple[int, int] = (64, 128),
-        batch_size: int = 16,
-        num_workers: int = 0,
-        train_samples: int = 2000,
-        val_samples: int = 200,
-        test_samples: int = 200,
-        predict_samples: int = 16,
-        seed: int = 0,
-        normalize: bool = True,
-        modalities: list[str] | None = None,
-        min_objects: int = 6,
-        max_objects: int = 16,
-        max_disparity: float | None = None,
-        photometric: bool = True,
-        vertical_shift: float = 0.0,
-    ) -> None:
-        pl.LightningDataModule.__init__(self)
-        self._set_split_args(
-            batch_size, num_workers, train_samples, val_samples, test_samples, predict_samples
-        )
-        self.target_domain = None
-        self.normalize = bool(normalize)
-        self.seed = seed
-        self.domain = "source"
-        self._kwargs = dict(
-            size=size,
-            modalities=modalities,
-            min_objects=min_objects,
-            max_objects=max_objects,
-            max_disparity=max_disparity,
-            photometric=photometric,
-            vertical_shift=vertical_shift,
-        )
-        probe = SyntheticStereo(num_samples=1, seed=seed, **self._kwargs)  # validates every argument now
-        self.modalities = probe.modalities
-        self.size = (probe.height, probe.width)
-        self.max_disparity = probe.max_disparity
-        self.save_hyperparameters()
-        self.train_set = self.target_set = self.val_set = self.test_set = self.predict_set = None
-
-    def _make(self, n: int, offset: int, domain: str) -> SyntheticStereo:
-        return SyntheticStereo(num_samples=n, seed=self.seed * 16 + offset, **self._kwargs)
