@@ -43,6 +43,7 @@ from lightning.pytorch.plugins.io import CheckpointIO
 from vitlab.core import runs
 from vitlab.core.callbacks import NonFiniteGuard, PlainProgressBar
 from vitlab.core.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
+from vitlab.core.config_bases import expand_config_args
 from vitlab.core.perf import configure_cuda_fast_paths
 from vitlab.core.plugins import check_config_plugins
 from vitlab.core.restore import restoring_from_checkpoint
@@ -323,6 +324,7 @@ class VitlabCLI(LightningCLI):
         wants_bar = config.get("enable_progress_bar", True) is not False
         if wants_bar and not sys.stdout.isatty() and not any(isinstance(c, ProgressBar) for c in configured):
             callbacks.append(PlainProgressBar())
+        callbacks.append(importlib.import_module("vitlab.core.ddp").RankGuard())  # equal DDP ranks
         return super()._instantiate_trainer(config, callbacks)
 
     def instantiate_classes(self) -> None:
@@ -355,6 +357,15 @@ def build_cli(args: ArgsType = None, run: bool = True) -> VitlabCLI:
     configure_wandb_mode()
     _silence_known_noise()
     configure_cuda_fast_paths()  # TF32 matmuls / cuDNN autotuning on CUDA; nothing on CPU
+    # `_base_:` in a config file becomes `--config <base> --config <file>`; YAML errors name the file
+    given = sys.argv[1:] if args is None else args
+    if isinstance(given, (list, tuple)):
+        expanded = expand_config_args(given)
+        if args is None and expanded != list(given):  # sys.argv itself stays as typed (DDP re-runs it)
+            warnings.filterwarnings("ignore", message=r".*LightningCLI's args parameter is intended.*")
+            args = expanded
+        elif args is not None:
+            args = expanded
     return VitlabCLI(args=args, run=run)
 
 
