@@ -32,6 +32,9 @@ class MultiTaskDataModule(VitlabDataModule):
     pixels outside the warped image, so the whole image is jittered here too).
     """
 
+    #: a base class: not a DataModule of its own (set only in the class body of bases)
+    abstract = True
+
     def __init__(self, root: str, tasks: list[str] | None, size: int | tuple[int, int], batch_size: int,
                  num_workers: int, augmentation: str, train_split: str, val_split: str, seed: int,
                  photometric_on_device: bool = False) -> None:

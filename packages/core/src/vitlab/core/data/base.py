@@ -120,6 +120,9 @@ class VitlabDataModule(ResumableDataMixin, LightningDataModule):
     :attr:`image_keys` and :meth:`check_setup`.
     """
 
+    #: a base class: not a DataModule of its own (set only in the class body of bases)
+    abstract = True
+
     #: keys holding (…, 3, H, W) images: sent as uint8, normalised on the device
     image_keys: tuple[str, ...] = ("image",)
 

@@ -123,6 +123,9 @@ class DenseDataModule(VitlabDataModule):
     pixels keep the pad value, as on the CPU path. Val/test/predict batches are not jittered.
     """
 
+    #: a base class: not a DataModule of its own (set only in the class body of bases)
+    abstract = True
+
     target_key = "semantic"
     layout = ""
 

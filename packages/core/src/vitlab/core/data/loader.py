@@ -8,7 +8,9 @@
   (``seed_everything`` / ``PL_GLOBAL_SEED``), the worker id and the global rank (the scheme of
   Lightning's ``pl_worker_init_function``: a numpy ``SeedSequence`` over the three numbers), so random
   augmentation never repeats across workers or ranks and a run is reproducible from its seed;
-* ``prefetch_factor`` only when there are workers.
+* ``prefetch_factor`` only when there are workers;
+* a private ``torch.Generator`` (seeded from the run seed) for the base seed torch draws each time an iterator
+  starts, so starting an epoch never advances the global torch stream the training loop draws from.
 """
 
 from __future__ import annotations
@@ -122,5 +124,6 @@ def make_loader(
         num_workers=num_workers,
         collate_fn=collate_fn,
         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
+        generator=torch.Generator().manual_seed(_run_seed(seed)),
         **kwargs,
     )
