@@ -9,7 +9,7 @@ import pytest
 import torch
 from kornia.filters import gaussian_blur2d
 
-from vitlab.core.data import dense
+from vitlab.core.data import transforms as dense
 from vitlab.core.data.constants import IMAGENET_MEAN
 from vitlab.core.data.gpu_augment import (
     BatchColorAugment,

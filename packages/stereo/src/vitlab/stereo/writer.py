@@ -14,7 +14,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from PIL import Image
 from torch.utils.data import ConcatDataset, Dataset
 
-from vitlab.core.data import colorize, write_kitti_disparity, write_pfm
+from vitlab.core.data import SeededSamples, colorize, write_kitti_disparity, write_pfm
 
 __all__ = ["StereoPredictionWriter"]
 
@@ -70,6 +70,7 @@ class StereoPredictionWriter(BasePredictionWriter):
         loaders = trainer.predict_dataloaders
         loaders = [] if loaders is None else (list(loaders) if isinstance(loaders, (list, tuple)) else [loaders])
         datasets = [getattr(dl, "dataset", None) for dl in loaders]
+        datasets = [ds.dataset if isinstance(ds, SeededSamples) else ds for ds in datasets]  # core's loader wrapper
         parts_per_loader = [list(ds.datasets) if isinstance(ds, ConcatDataset) else [ds] for ds in datasets]
         several = sum(len(parts) for parts in parts_per_loader) > 1
         self._inputs, position = [], 0
