@@ -8,16 +8,14 @@ from torch import Tensor
 
 from vitlab.core.data.colormaps import colorize
 from vitlab.core.data.colormaps import colorize_labels as _colorize_labels
-from vitlab.core.data.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from vitlab.core.data.constants import IGNORE_INDEX, denormalize_image
 
 
 def to_uint8_image(image: Tensor, normalized: bool = True) -> np.ndarray:
     """(3, H, W) image, ImageNet-normalised (or in [0, 1]) → (H, W, 3) uint8."""
     x = image.detach().float().cpu()
     if normalized:
-        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-        std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
-        x = x * std + mean
+        x = denormalize_image(x)
     return (x.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
 
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vitlab.core.data import IMAGENET_MEAN, IMAGENET_STD, DatasetFormatError, list_image_pairs, open_image
+from vitlab.core.data import DatasetFormatError, list_image_pairs, normalize_image, open_image
 
 from .data import StereoDataModule
 from .datasets import StereoPairs
@@ -251,10 +251,8 @@ def predict_disparity(model, left: ImageLike, right: ImageLike, scale: float = 1
     module.eval()
     try:
         dev = next(module.parameters(), torch.empty(0)).device
-        mean = torch.tensor(IMAGENET_MEAN, device=dev).view(1, 3, 1, 1)
-        std = torch.tensor(IMAGENET_STD, device=dev).view(1, 3, 1, 1)
-        lt = (lt[None].to(dev) - mean) / std
-        rt = (rt[None].to(dev) - mean) / std
+        lt = normalize_image(lt[None].to(dev))
+        rt = normalize_image(rt[None].to(dev))
         disp, _ = module.predict_disparity(lt, rt, scale=scale, tiled=tiled)
     finally:
         module.train(was_training)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from vitlab.core.data.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
+from vitlab.core.data import IGNORE_INDEX, denormalize_image, normalize_image
 
 __all__ = [
     "ce_loss",
@@ -103,16 +103,8 @@ def mix(mask: Tensor, source: Tensor, target: Tensor) -> Tensor:
     return out.to(source.dtype) if not source.is_floating_point() else out
 
 
-def denormalize(x: Tensor) -> Tensor:
-    mean = torch.as_tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.as_tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return x * std + mean
-
-
-def renormalize(x: Tensor) -> Tensor:
-    mean = torch.as_tensor(IMAGENET_MEAN, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.as_tensor(IMAGENET_STD, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    return (x - mean) / std
+denormalize = denormalize_image  # the strong transform works on [0, 1] images
+renormalize = normalize_image
 
 
 def blur_kernel_size(size: int) -> int:

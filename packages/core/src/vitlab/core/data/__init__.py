@@ -6,7 +6,14 @@ Sibling packages import from here (``from vitlab.core.data import ...``), not fr
 
 from vitlab.core.data.base import SPLITS, VitlabDataModule, to_float_images, to_uint8_images
 from vitlab.core.data.colormaps import colorize, colorize_labels, label_palette
-from vitlab.core.data.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD, imagenet_normalize
+from vitlab.core.data.constants import (
+    IGNORE_INDEX,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    denormalize_image,
+    imagenet_normalize,
+    normalize_image,
+)
 from vitlab.core.data.dense import (
     ADE20KDataModule,
     CityscapesDataModule,
@@ -108,12 +115,14 @@ __all__ = [
     "decode_ade20k_label",
     "decode_cityscapes_label",
     "decode_nyu_depth",
+    "denormalize_image",
     "dense_collate",
     "hflip_sample",
     "imagenet_normalize",
     "label_palette",
     "list_image_pairs",
     "make_loader",
+    "normalize_image",
     "open_image",
     "pad_sample",
     "read_ade20k_full_seg",

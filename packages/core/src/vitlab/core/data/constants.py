@@ -26,10 +26,22 @@ def imagenet_normalize(batch, keys: tuple[str, ...] = ("image", "right")):
         if isinstance(x, torch.Tensor) and x.dtype == torch.uint8:
             x = x.float().div_(255.0)
         if isinstance(x, torch.Tensor) and x.is_floating_point():
-            mean, std = _stats(x.device, x.dtype)
-            shape = (1,) * (x.dim() - 3) + (3, 1, 1)
-            out[key] = (x - mean.view(shape)) / std.view(shape)
+            out[key] = normalize_image(x)
     return out
+
+
+def normalize_image(x: "torch.Tensor") -> "torch.Tensor":
+    """``(..., 3, H, W)`` float image in [0, 1] -> ImageNet-normalised, on its own device and dtype."""
+    mean, std = _stats(x.device, x.dtype)
+    shape = (1,) * (x.dim() - 3) + (3, 1, 1)
+    return (x - mean.view(shape)) / std.view(shape)
+
+
+def denormalize_image(x: "torch.Tensor") -> "torch.Tensor":
+    """Inverse of :func:`normalize_image` (for pictures and for augmentations defined on [0, 1] images)."""
+    mean, std = _stats(x.device, x.dtype)
+    shape = (1,) * (x.dim() - 3) + (3, 1, 1)
+    return x * std.view(shape) + mean.view(shape)
 
 
 _STATS: dict = {}
