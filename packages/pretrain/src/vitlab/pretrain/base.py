@@ -17,8 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from vitlab.core import ViT, VitlabModule
-from vitlab.core.backbones.patches import norm_pix_target, patchify, unpatchify
-from vitlab.core.backbones.vit import run_block
+from vitlab.core.backbones import norm_pix_target, patchify, run_block, unpatchify
 from vitlab.core.visualize import panel, to_uint8_image
 from vitlab.pretrain.masking import MaskGenerator, MaskOutput, RandomPatchMask
 

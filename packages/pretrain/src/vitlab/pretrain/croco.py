@@ -29,8 +29,7 @@ from typing import Any
 
 from torch import Tensor
 
-from vitlab.core.backbones.croco import CroCoNet
-from vitlab.core.backbones.patches import masked_mse
+from vitlab.core.backbones import CroCoNet, masked_mse
 from vitlab.pretrain.base import MIMModule
 from vitlab.pretrain.masking import MaskGenerator, MaskOutput, RandomPatchMask
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from vitlab.core.backbones.patches import masked_mse, norm_pix_target, patchify, unpatchify
+from vitlab.core.backbones import masked_mse, norm_pix_target, patchify, unpatchify
 
 __all__ = ["patchify", "unpatchify", "norm_pix_target", "masked_mse", "masked_l1"]
 

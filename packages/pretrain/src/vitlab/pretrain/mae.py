@@ -24,8 +24,14 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 
 from vitlab.core import ViT
-from vitlab.core.backbones import get_2d_sincos_pos_embed, init_mae_weights, load_checkpoint
-from vitlab.core.backbones.checkpoint import LoadResult, read_checkpoint, unwrap_state_dict
+from vitlab.core.backbones import (
+    LoadResult,
+    get_2d_sincos_pos_embed,
+    init_mae_weights,
+    load_checkpoint,
+    read_checkpoint,
+    unwrap_state_dict,
+)
 from vitlab.pretrain.base import MIMModule, run_blocks
 from vitlab.pretrain.losses import masked_mse
 from vitlab.pretrain.masking import MaskGenerator, MaskOutput

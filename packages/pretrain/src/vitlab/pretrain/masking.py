@@ -23,7 +23,7 @@ import math
 import torch
 from torch import Tensor
 
-from vitlab.core.backbones.patches import MASK_COUNT_RULES, MaskOutput, mask_from_shuffle, random_masking
+from vitlab.core.backbones import MASK_COUNT_RULES, MaskOutput, mask_from_shuffle, random_masking
 
 __all__ = [
     "MaskOutput",

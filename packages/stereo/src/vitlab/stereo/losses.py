@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vitlab.core.backbones.patches import masked_mse, norm_pix_target
+from vitlab.core.backbones import masked_mse, norm_pix_target
 
 __all__ = [
     "CONSISTENCY_MODES",

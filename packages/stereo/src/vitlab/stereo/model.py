@@ -26,10 +26,16 @@ from typing import NamedTuple
 import torch
 
 from vitlab.core import DPTHead
-from vitlab.core.backbones import convert_croco_decoder, load_checkpoint, read_checkpoint
-from vitlab.core.backbones.checkpoint import unwrap_state_dict
-from vitlab.core.backbones.croco import CROCO_PRESETS, CroCoNet
-from vitlab.core.backbones.patches import patchify, unpatchify
+from vitlab.core.backbones import (
+    CROCO_PRESETS,
+    CroCoNet,
+    convert_croco_decoder,
+    load_checkpoint,
+    patchify,
+    read_checkpoint,
+    unpatchify,
+    unwrap_state_dict,
+)
 from vitlab.core.restore import skip_pretrained
 
 from .correlation import EpipolarCorrelation

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from vitlab.core import EMATeacher, VitlabModule
-from vitlab.core.backbones.patches import patchify, random_masking
+from vitlab.core.backbones import patchify, random_masking
 from vitlab.core.visualize import colorize_depth, panel, to_uint8_image
 
 from .losses import LaplacianLossBounded2, MaskedMSE, build_stereo_loss, feature_warp_consistency

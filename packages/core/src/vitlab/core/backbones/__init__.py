@@ -8,12 +8,14 @@ from .checkpoint import (
     load_checkpoint,
     read_checkpoint,
     save_checkpoint,
+    unwrap_state_dict,
 )
 from .croco import CROCO_PRESETS, CroCoNet
 from .decoder import CrossBlock
 from .hrnet import HRNetFeatures
 from .mit import MIT_SIZES, MiT, convert_segformer_state_dict, load_segformer_checkpoint
 from .patches import (
+    MASK_COUNT_RULES,
     MaskOutput,
     mask_from_shuffle,
     masked_mse,
@@ -28,6 +30,8 @@ from .swin import SWIN_SIZES, Swin, average_over_windows, window_attention
 from .vit import VIT_SIZES, RoPEBlock, ViT, default_out_indices, init_mae_weights, run_block
 
 __all__ = [
+    "MASK_COUNT_RULES",
+    "unwrap_state_dict",
     "ViT",
     "VIT_SIZES",
     "RoPEBlock",
