@@ -164,3 +164,51 @@ def test_scanner_sees_lazy_and_guarded_imports(tmp_path: Path) -> None:
     assert set(optional) == {"cv2"}
     assert _distributions_of("PIL") == {"pillow"} and _distributions_of("yaml") == {"pyyaml"}
     assert _distributions_of("vitlab.peft") == {"vitlab-peft"}
+
+
+def _sibling_imports(src: Path) -> list[tuple[str, int, str, list[str]]]:
+    """(file, line, module, names) of every absolute ``from vitlab.<pkg>... import`` under ``src``."""
+    found = []
+    for path in sorted(src.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").startswith("vitlab."):
+                found.append((str(path.relative_to(src)), node.lineno, node.module, [a.name for a in node.names]))
+            elif isinstance(node, ast.Import):
+                found += [(str(path.relative_to(src)), node.lineno, a.name, []) for a in node.names
+                          if a.name.startswith("vitlab.")]
+    return found
+
+
+def _module_file(module: str) -> Path | None:
+    """The source of ``vitlab.<pkg>.<...>`` in this checkout (a package's ``__init__.py`` or a module)."""
+    parts = module.split(".")
+    base = REPO / "packages" / parts[1] / "src" / Path(*parts)
+    if (base / "__init__.py").is_file():
+        return base / "__init__.py"
+    return base.with_suffix(".py") if base.with_suffix(".py").is_file() else None
+
+
+@pytest.mark.parametrize("pkg_dir", PACKAGES, ids=[p.name for p in PACKAGES])
+def test_siblings_use_public_namespaces(pkg_dir: Path) -> None:
+    """A package reaches into another only through its sub-packages' ``__init__`` (``vitlab.core.data``,
+    ``vitlab.core.backbones`` ...) or its top-level modules (``vitlab.core.cli``), never into the files of a
+    sub-package (``vitlab.core.data.io``) nor for a private name: a sibling then survives core moving code
+    between files, as it did when ``data/dense.py`` and ``data/synthetic.py`` were split."""
+    own = pkg_dir.name
+    problems = []
+    for rel, line, module, names in _sibling_imports(pkg_dir / "src"):
+        parts = module.split(".")
+        if parts[1] == own:
+            continue
+        where = f"{rel}:{line} `{module}`"
+        target = _module_file(module)
+        if target is None:
+            problems.append(f"{where}: no such module in packages/{parts[1]}")
+            continue
+        parent = target.parent if target.name != "__init__.py" else target.parent.parent
+        if target.name != "__init__.py" and len(parts) > 3 and (parent / "__init__.py").is_file():
+            problems.append(f"{where}: a module inside a sub-package; import from `{'.'.join(parts[:-1])}`")
+        private = [n for n in names if n.startswith("_")]
+        if private:
+            problems.append(f"{where}: private names {private}")
+    assert not problems, f"packages/{own}:\n  " + "\n  ".join(problems)

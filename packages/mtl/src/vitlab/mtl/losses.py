@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vitlab.core.data.constants import IGNORE_INDEX
+from vitlab.core.data import IGNORE_INDEX
 
 __all__ = ["TASK_WEIGHTS", "MultiTaskLoss", "balanced_bce", "depth_l1", "normals_l1", "task_loss", "masked_ce"]
 

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics import Metric
 
-from vitlab.core.data.constants import IGNORE_INDEX
+from vitlab.core.data import IGNORE_INDEX
 from vitlab.mtl.losses import balanced_bce
 
 __all__ = [

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from vitlab.core.tasks.base import VitlabModule
+from vitlab.core.tasks import VitlabModule
 from vitlab.core.tuner import count_parameters
 from vitlab.core.visualize import colorize_depth, colorize_labels, panel, to_uint8_image
 from vitlab.mtl.heads import HRNET_W18_WIDTHS, TaskDecoder

@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vitlab.core.backbones.swin import Swin, window_attention
+from vitlab.core.backbones import Swin, window_attention
 from vitlab.mtl.module import MultiTaskModule
-from vitlab.peft.lora import LoRALinear
+from vitlab.peft import LoRALinear
 
 __all__ = ["MTLoRA", "MTLoRALinear", "MTLoRASwin", "swin_trainable_base"]
 

@@ -49,7 +49,7 @@ from timm.models.resnet import BasicBlock
 from timm.models.swin_transformer import SwinTransformerBlock
 from torch import Tensor, nn
 
-from vitlab.core.backbones.hrnet import HRNetFeatures
+from vitlab.core.backbones import HRNetFeatures
 from vitlab.mtl.losses import task_loss
 from vitlab.mtl.module import MultiTaskModule
 

@@ -42,11 +42,10 @@ import torch.nn.functional as F
 from timm.layers import trunc_normal_
 from torch import Tensor, nn
 
-from vitlab.core.backbones.swin import Swin, average_over_windows, window_attention
+from vitlab.core.backbones import Swin, average_over_windows, window_attention
 from vitlab.mtl.module import MultiTaskModule
 from vitlab.mtl.mtlora import _lora, swin_trainable_base, tie_dead_shared_path
-from vitlab.peft.iconformer import ICoN, dynamic_depthwise_conv
-from vitlab.peft.lora import LoRALinear
+from vitlab.peft import ICoN, LoRALinear, dynamic_depthwise_conv
 
 __all__ = ["TADFormer", "TADFormerSwin", "TALinear", "TASK_FILTERS", "GATES"]
 

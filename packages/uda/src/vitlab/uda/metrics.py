@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from vitlab.core.data.constants import IGNORE_INDEX
+from vitlab.core.data import IGNORE_INDEX
 
 __all__ = ["SubsetMeanIoU"]
 

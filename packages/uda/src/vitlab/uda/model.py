@@ -49,7 +49,7 @@ class Segmentor(nn.Module):
         if head == "daformer":
             self.head = DAFormerHead(_feature_channels(backbone), num_classes, **(head_kwargs or {}))
         else:
-            from vitlab.core.tasks.dense import build_head
+            from vitlab.core.tasks import build_head
 
             self.head = build_head("dpt", backbone, num_classes, **(head_kwargs or {}))
 
