@@ -311,14 +311,14 @@ def test_not_an_image_names_path(tmp_path):
 def test_wrong_channel_count_names_path(tmp_path):
     path = tmp_path / "rgb.png"
     Image.fromarray(np.zeros((2, 2, 3), np.uint8)).save(path)
-    with pytest.raises(DatasetFormatError, match=r"rgb\.png.*'RGB'.*single-channel"):
+    with pytest.raises(DatasetFormatError, match=r"rgb\.png: single-channel.* has 3 channels \(RGB\).*expected 1 channel"):
         vio.read_png_scaled(path, 16)
     with pytest.raises(DatasetFormatError, match=r"rgb\.png.*'RGB'"):
         vio.read_label_png(path)
 
 
 def test_read_image_rejects_16bit():
-    with pytest.raises(DatasetFormatError, match=r"depth_mm\.png.*I;16"):
+    with pytest.raises(DatasetFormatError, match=r"depth_mm\.png: image for a uint8 pipeline is stored as a 16-bit greyscale PNG, expected 1-bit or 8-bit"):
         vio.read_image(DATA / "depth_png" / "depth_mm.png")
 
 
@@ -462,17 +462,17 @@ def _png16(path: Path, a) -> Path:
 def test_depth_png_refuses_8bit_file(tmp_path):
     """An 8-bit PNG read as NYU millimetres would give depths of at most 0.255 m: refused, naming both formats."""
     path = _png8(tmp_path / "depth8.png", [[0, 120, 255], [30, 40, 50]])
-    with pytest.raises(DatasetFormatError, match=r"depth8\.png: stored as 8-bit greyscale PNG; expected a 16-bit"):
+    with pytest.raises(DatasetFormatError, match=r"depth8\.png: depth PNG .* is stored as an 8-bit greyscale PNG, expected 16-bit"):
         vio.read_depth_png(path)
     from vitlab.core.data import decode_nyu_depth
 
-    with pytest.raises(DatasetFormatError, match=r"depth8\.png.*8-bit.*16-bit greyscale depth PNG"):
+    with pytest.raises(DatasetFormatError, match=r"depth8\.png: depth PNG \(16-bit greyscale.*8-bit greyscale PNG"):
         decode_nyu_depth(path)
 
 
 def test_depth_png_refuses_8bit_values_in_16bit_file(tmp_path):
     path = _png16(tmp_path / "widened.png", [[0, 120, 255], [30, 40, 50]])
-    with pytest.raises(DatasetFormatError, match=r"widened\.png: every stored value is below 256 \(max 255\)"):
+    with pytest.raises(DatasetFormatError, match=r"widened\.png: depth PNG .* has every valid value below 256 \(max 255\)"):
         vio.read_depth_png(path)
     ok = _png16(tmp_path / "ok.png", [[0, 256, 1000]])  # one value past 8 bits: plausibly millimetres
     np.testing.assert_array_equal(vio.read_depth_png(ok), np.float32([[INF, 0.256, 1.0]]))
@@ -490,18 +490,18 @@ def test_middlebury_disparity_is_8bit(tmp_path):
     assert pal[0, 1] == 14
     wide = _png16(tmp_path / "disp16.png", [[0, 60 * 256], [120 * 256, 65535]])
     with pytest.raises(DatasetFormatError,
-                       match=r"disp16\.png: stored as 16-bit greyscale PNG; expected a Middlebury 8-bit greyscale"):
+                       match=r"disp16\.png: Middlebury disparity image \(8-bit greyscale.* is stored as a 16-bit greyscale PNG, expected 8-bit"):
         vio.read_middlebury_disparity(wide, 2)
 
 
 def test_png_scaled_value_checks_name_file_and_values(tmp_path):
     mask = _png8(tmp_path / "mask0nocc.png", [[0, 128, 255], [7, 255, 9]])
-    with pytest.raises(DatasetFormatError, match=r"mask0nocc\.png: found values \[7, 9\]; expected my mask \(only \[0, 128, 255\]\)"):
+    with pytest.raises(DatasetFormatError, match=r"mask0nocc\.png: my mask has values 7, 9, expected one of 0, 128, 255$"):
         vio.read_png_scaled(mask, 1.0, None, allowed_values=(0, 128, 255), format_name="my mask")
-    with pytest.raises(DatasetFormatError, match=r"mask0nocc\.png: found stored values 7\.\.255; expected r .*within 0\.\.200"):
+    with pytest.raises(DatasetFormatError, match=r"mask0nocc\.png: r has value 255, expected 0\.\.200 or 0 \(invalid\)$"):
         vio.read_png_scaled(mask, 1.0, 0, value_range=(0, 200), format_name="r")
     # invalid pixels (0) do not count against the range
     np.testing.assert_array_equal(
         vio.read_png_scaled(mask, 1.0, 0, value_range=(7, 255), bit_depth=8)[0], [INF, 128, 255])
-    with pytest.raises(DatasetFormatError, match=r"mask0nocc\.png: stored as 8-bit greyscale PNG; expected"):
+    with pytest.raises(DatasetFormatError, match=r"mask0nocc\.png: .* is stored as an 8-bit greyscale PNG, expected 16-bit"):
         vio.read_png_scaled(mask, 1.0, bit_depth=16)

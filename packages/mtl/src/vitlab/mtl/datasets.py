@@ -18,9 +18,32 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from vitlab.core.data import IGNORE_INDEX, DatasetFormatError, read_image, read_image_tensor, read_label_png
+from vitlab.core.data import (
+    IGNORE_INDEX,
+    DatasetFormatError,
+    FormatContract,
+    check,
+    declares,
+    open_image,
+    read_image_tensor,
+    read_label_png,
+    read_png_scaled,
+)
 
-__all__ = ["NYUDMT", "PASCALContextMT", "PASCAL_PART_MAPPING", "pascal_edges"]
+__all__ = [
+    "NYUDMT",
+    "PASCALContextMT",
+    "PASCAL_PART_MAPPING",
+    "pascal_edges",
+    "read_nyud_depth",
+    "read_nyud_edge",
+    "read_nyud_normals",
+    "read_nyud_semseg",
+    "read_pascal_labelmap",
+    "read_pascal_normals",
+    "read_pascal_saliency",
+    "read_pascal_semseg",
+]
 
 
 #: PASCAL-Part person part names → the 6 MTI-Net part classes (0 = background)
@@ -57,6 +80,97 @@ def _loadmat(path: Path, key: str) -> Any:
     if key not in mat:
         raise DatasetFormatError(f"{path}: has no key {key!r} (keys: {sorted(k for k in mat if not k.startswith('__'))})")
     return mat[key]
+
+
+# ------------------------------------------------------------------------------------------------ file formats
+
+PASCAL_SEMSEG = FormatContract("PASCAL-MT semseg label (8-bit: 0 = background, 1..20 = VOC classes)", bit_depth=(8,),
+                               channels=(1,), value_range=(0, 20), ignore_index=IGNORE_INDEX, warn_empty=True)
+PASCAL_SALIENCY = FormatContract("PASCAL-MT saliency map (8-bit greyscale, salient = v / 255 > 0.5)",
+                                 bit_depth=(8,), channels=(1,))
+PASCAL_NORMALS = FormatContract("PASCAL-MT normals map (8-bit RGB, n = 2 v / 255 - 1)", bit_depth=(8,),
+                                channels=(3,))
+PASCAL_LABELMAP = FormatContract("PASCAL-Context LabelMap (.mat, (H, W) class ids)", container="mat", key="LabelMap",
+                                 layout="HW", dtype=("u", "i", "f"))
+NYUD_SEMSEG = FormatContract("NYUD-MT semseg label (0 = void, 1..40 = classes)", bit_depth=(8, 16), channels=(1,),
+                             value_range=(1, 40), ignore_index=0, ignore_name="void", warn_empty=True)
+NYUD_DEPTH = FormatContract("NYUD-MT depth map (.npy, (H, W) metres, 0 = invalid)", container="npy", layout="HW",
+                            dtype=("f",), value_range=(0.0, 100.0), ignore_index=0, ignore_name="invalid",
+                            finite=True, warn_empty=True)
+NYUD_NORMALS = FormatContract("NYUD-MT normals map (.npy, (H, W, 3) in [-1, 1], zero = invalid)", container="npy",
+                              layout="HWC", channels=(3,), dtype=("f",), value_range=(-1.0, 1.0), atol=1e-3,
+                              finite=True, ignore_index=0, ignore_name="invalid")
+NYUD_EDGE = FormatContract("NYUD-MT edge map (.npy, (H, W) in 0..1)", container="npy", layout="HW",
+                           dtype=("f", "u", "i", "b"), value_range=(0, 1), finite=True)
+
+
+def _load_npy(path: Path, contract: FormatContract) -> np.ndarray:
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: file not found (expected a {contract.name})")
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as e:  # ValueError / OSError / UnpicklingError on a file that is no .npy
+        raise DatasetFormatError(f"{path}: cannot read as a {contract.name}: {type(e).__name__}: {e}") from e
+
+
+@declares(PASCAL_SEMSEG)
+def read_pascal_semseg(path: Path) -> np.ndarray:
+    """``semseg/{VOC12,pascal-context}/<id>.png`` -> (H, W) int64: 0..20, 255 ignore."""
+    return read_label_png(path, PASCAL_SEMSEG).astype(np.int64)
+
+
+@declares(PASCAL_SALIENCY)
+def read_pascal_saliency(path: Path) -> np.ndarray:
+    """``sal_distill/<id>.png`` -> (H, W) float32 in {0, 1} (``v / 255 > 0.5``, MTI-Net)."""
+    sal = read_png_scaled(path, 255.0, None, contract=PASCAL_SALIENCY)
+    return (sal > 0.5).astype(np.float32)
+
+
+@declares(PASCAL_NORMALS)
+def read_pascal_normals(path: Path) -> np.ndarray:
+    """``normals_distill/<id>.png`` -> (H, W, 3) float32 ``2 v / 255 - 1`` (a grey PNG is refused)."""
+    im = open_image(path, PASCAL_NORMALS.name)
+    check(im, PASCAL_NORMALS, path)
+    return 2.0 * np.asarray(im, dtype=np.float32) / 255.0 - 1.0
+
+
+@declares(PASCAL_LABELMAP)
+def read_pascal_labelmap(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """``pascal-context/trainval/<id>.mat`` key ``LabelMap`` -> (H, W) int64, checked against ``size``."""
+    lm = np.asarray(_loadmat(path, PASCAL_LABELMAP.key))
+    check(lm, PASCAL_LABELMAP, path, size=size)
+    return lm.reshape(lm.shape[-2:] if lm.shape[0] == 1 else lm.shape[:2]).astype(np.int64)
+
+
+@declares(NYUD_SEMSEG)
+def read_nyud_semseg(path: Path) -> np.ndarray:
+    """``segmentation/<id>.png`` -> (H, W) int64 train ids: 0 (void) -> 255, else label - 1 (MTI-Net)."""
+    lbl = read_label_png(path, NYUD_SEMSEG).astype(np.int64)
+    return np.where(lbl == 0, IGNORE_INDEX, lbl - 1)
+
+
+@declares(NYUD_DEPTH)
+def read_nyud_depth(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """``depth/<id>.npy`` -> (H, W) float32 metres; a map stored transposed (W, H) is refused, not reshaped."""
+    d = _load_npy(path, NYUD_DEPTH)
+    check(d, NYUD_DEPTH, path, size=size)
+    return d.astype(np.float32).reshape(d.shape[-2:] if d.shape[0] == 1 else d.shape[:2])
+
+
+@declares(NYUD_NORMALS)
+def read_nyud_normals(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """``normals/<id>.npy`` -> (H, W, 3) float32 in [-1, 1] (0..255 data is refused)."""
+    n = _load_npy(path, NYUD_NORMALS)
+    check(n, NYUD_NORMALS, path, size=size)
+    return n.astype(np.float32)
+
+
+@declares(NYUD_EDGE)
+def read_nyud_edge(path: Path, size: tuple[int, int] | None = None) -> np.ndarray:
+    """``edge/<id>.npy`` -> (H, W) float32 in [0, 1]."""
+    e = _load_npy(path, NYUD_EDGE)
+    check(e, NYUD_EDGE, path, size=size)
+    return e.astype(np.float32).reshape(e.shape[-2:] if e.shape[0] == 1 else e.shape[:2])
 
 
 def pascal_edges(label_map: np.ndarray) -> np.ndarray:
@@ -134,7 +248,7 @@ class PASCALContextMT(Dataset):
         for sub in ("VOC12", "pascal-context"):
             p = self.root / "semseg" / sub / f"{name}.png"
             if p.is_file():
-                return read_label_png(p).astype(np.int64)
+                return read_pascal_semseg(p)
         raise FileNotFoundError(f"{self.root / 'semseg'}: no VOC12/{name}.png or pascal-context/{name}.png")
 
     def _human_parts(self, name: str, shape: tuple[int, int]) -> np.ndarray:
@@ -171,20 +285,16 @@ class PASCALContextMT(Dataset):
         sample: dict[str, Any] = {"name": name, "image": image}
         label_map = None
         if "normals" in self.tasks or "edge" in self.tasks:
-            label_map = np.asarray(_loadmat(self.root / "pascal-context" / "trainval" / f"{name}.mat", "LabelMap"))
-            if label_map.shape != (h, w):
-                raise DatasetFormatError(f"LabelMap of {name}: shape {label_map.shape} != image {(h, w)}")
+            label_map = read_pascal_labelmap(self.root / "pascal-context" / "trainval" / f"{name}.mat", (h, w))
         for t in self.tasks:
             if t == "semseg":
                 arr = torch.from_numpy(self._semseg(name))
             elif t == "human_parts":
                 arr = torch.from_numpy(self._human_parts(name, (h, w)))
             elif t == "sal":
-                sal = read_label_png(self.root / "sal_distill" / f"{name}.png").astype(np.float32) / 255.0
-                arr = torch.from_numpy((sal > 0.5).astype(np.float32))[None]
+                arr = torch.from_numpy(read_pascal_saliency(self.root / "sal_distill" / f"{name}.png"))[None]
             elif t == "normals":
-                rgb = read_image(self.root / "normals_distill" / f"{name}.png").astype(np.float32)
-                n = 2.0 * rgb / 255.0 - 1.0
+                n = read_pascal_normals(self.root / "normals_distill" / f"{name}.png")
                 n = n * np.isin(label_map, self.normals_classes)[..., None]
                 arr = torch.from_numpy(n).permute(2, 0, 1).contiguous()
             else:
@@ -229,12 +339,6 @@ class NYUDMT(Dataset):
     def __len__(self) -> int:
         return len(self.ids)
 
-    def _npy(self, sub: str, name: str) -> np.ndarray:
-        p = self.root / sub / f"{name}.npy"
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: file not found (expected a .npy array)")
-        return np.load(p)
-
     def __getitem__(self, index: int) -> dict[str, Any]:
         name = self.ids[index]
         img_path = self.root / "images" / f"{name}.jpg"
@@ -245,18 +349,14 @@ class NYUDMT(Dataset):
         sample: dict[str, Any] = {"name": name, "image": image}
         for t in self.tasks:
             if t == "semseg":
-                lbl = read_label_png(self.root / "segmentation" / f"{name}.png").astype(np.int64)
-                arr = torch.from_numpy(np.where(lbl == 0, IGNORE_INDEX, lbl - 1))
+                arr = torch.from_numpy(read_nyud_semseg(self.root / "segmentation" / f"{name}.png"))
             elif t == "depth":
-                d = self._npy("depth", name).astype(np.float32)
-                arr = torch.from_numpy(d.reshape(h, w))[None]
+                arr = torch.from_numpy(read_nyud_depth(self.root / "depth" / f"{name}.npy", (h, w)))[None]
             elif t == "normals":
-                n = self._npy("normals", name).astype(np.float32)
-                if n.shape != (h, w, 3):
-                    raise DatasetFormatError(f"{self.root / 'normals' / name}.npy: shape {n.shape}, expected {(h, w, 3)}")
+                n = read_nyud_normals(self.root / "normals" / f"{name}.npy", (h, w))
                 arr = torch.from_numpy(n).permute(2, 0, 1).contiguous()
             else:
-                arr = torch.from_numpy(self._npy("edge", name).astype(np.float32).reshape(h, w))[None]
+                arr = torch.from_numpy(read_nyud_edge(self.root / "edge" / f"{name}.npy", (h, w)))[None]
             if arr.shape[-2:] != (h, w):
                 raise DatasetFormatError(f"{name}: {t} target is {tuple(arr.shape[-2:])}, image is {(h, w)}")
             sample[t] = arr

@@ -18,6 +18,8 @@ from torch.utils.data import Dataset
 
 from vitlab.core.data import (
     DatasetFormatError,
+    FormatContract,
+    declares,
     read_disparity_pfm,
     read_image_tensor,
     read_kitti_disparity,
@@ -26,16 +28,14 @@ from vitlab.core.data import (
 )
 
 __all__ = [
+    "NOCC_MASK",
     "ETH3DStereo",
     "KITTIStereo",
     "MiddleburyStereo",
     "SceneFlowStereo",
     "StereoPairs",
+    "read_nocc_mask",
 ]
-
-
-def _img(path: Path) -> torch.Tensor:
-    return read_image_tensor(path, uint8=False)
 
 
 def _disp(d: np.ndarray) -> torch.Tensor:
@@ -46,12 +46,19 @@ def _kitti_valid(path: Path) -> np.ndarray:
     return np.isfinite(read_kitti_disparity(path))
 
 
+NOCC_MASK = FormatContract("occlusion mask mask0nocc.png (8-bit: 255 = non-occluded, 128 = occluded, "
+                           "0 = no ground truth)", container="image", bit_depth=(8,), channels=(1,),
+                           allowed=(0, 128, 255))
+
+
+@declares(NOCC_MASK)
+def read_nocc_mask(path: Path) -> np.ndarray:
+    """``mask0nocc.png`` (ETH3D / MiddEval3) or Middlebury v2 ``nonocc.png`` as stored values (float32)."""
+    return read_png_scaled(path, 1.0, invalid_value=None, contract=NOCC_MASK)
+
+
 def _mask_equals(path: Path, value: int) -> np.ndarray:
-    """``mask0nocc.png`` (ETH3D / MiddEval3): 255 = non-occluded, 128 = occluded, 0 = no GT."""
-    m = read_png_scaled(path, 1.0, invalid_value=None, bit_depth=8, allowed_values=(0, 128, 255),
-                        format_name="an 8-bit occlusion mask mask0nocc.png (255 = non-occluded, 128 = occluded, "
-                                    "0 = no ground truth)")
-    return m == value
+    return read_nocc_mask(path) == value
 
 
 def _require_dir(path: Path, what: str) -> Path:
@@ -77,7 +84,8 @@ class StereoPairs(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         name, left, right, gt, noc = self.pairs[index]
-        sample = {"image": _img(left), "right": _img(right), "name": name}
+        sample = {"image": read_image_tensor(left, uint8=False), "right": read_image_tensor(right, uint8=False),
+                  "name": name}
         if sample["image"].shape != sample["right"].shape:
             raise DatasetFormatError(f"{left} and {right}: left/right sizes differ "
                                      f"{tuple(sample['image'].shape)} vs {tuple(sample['right'].shape)}")

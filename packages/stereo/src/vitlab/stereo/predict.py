@@ -23,7 +23,15 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from vitlab.core.data import DatasetFormatError, list_image_pairs, normalize_image, open_image
+from vitlab.core.data import (
+    DatasetFormatError,
+    array_to_image_tensor,
+    contract_of,
+    declares,
+    list_image_pairs,
+    normalize_image,
+    read_image_tensor,
+)
 
 from .data import StereoDataModule
 from .datasets import StereoPairs
@@ -44,48 +52,19 @@ _WHAT = "an RGB, RGBA, greyscale (8- or 16-bit) or palette image"
 
 # ---------------------------------------------------------------------------------------------------- images
 def _array_to_chw(a: np.ndarray, what: str) -> torch.Tensor:
-    """``(H, W)``, ``(H, W, 1|3|4)`` array -> float32 ``(3, H, W)`` in [0, 1] (by dtype: uint8 /255, uint16
-    /65535, float kept)."""
-    if a.ndim == 2:
-        a = a[..., None]
-    if a.ndim != 3 or a.shape[-1] not in (1, 2, 3, 4):
-        raise ValueError(f"{what}: expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {a.shape}")
-    if a.shape[-1] in (2, 4):  # grey+alpha / RGBA: drop alpha
-        a = a[..., :-1]
-    if a.dtype == np.uint8:
-        x = torch.from_numpy(np.array(a, copy=True)).float().div_(255.0)
-    elif a.dtype == np.uint16:
-        x = torch.from_numpy(a.astype(np.float32)).div_(65535.0)
-    elif np.issubdtype(a.dtype, np.floating):
-        x = torch.from_numpy(a.astype(np.float32))
-    else:
-        raise ValueError(f"{what}: unsupported dtype {a.dtype}; expected uint8, uint16 or float in [0, 1]")
-    x = x.permute(2, 0, 1)
-    return x.expand(3, -1, -1).contiguous() if x.shape[0] == 1 else x.contiguous()
+    """``(H, W)``, ``(H, W, 1|3|4)`` array -> float32 ``(3, H, W)`` in [0, 1] (core's conversion: uint8 /255,
+    uint16 /65535, float kept)."""
+    return array_to_image_tensor(a, what)
 
 
+@declares(contract_of(read_image_tensor, uint8=False))
 def read_stereo_image(path: str | os.PathLike) -> torch.Tensor:
-    """Any photo PIL decodes -> float32 ``(3, H, W)`` in [0, 1].
+    """Any photo -> float32 ``(3, H, W)`` in [0, 1]: core's ``read_image_tensor(path, uint8=False)``.
 
-    Greyscale is replicated to 3 channels, alpha dropped, palettes expanded; 16-bit images keep their
-    precision (``v / 65535``). Float (``F``) images are refused: they are ground truth, not photos.
+    Greyscale is replicated to 3 channels, alpha dropped, palettes expanded; 16-bit greyscale keeps its
+    precision (``v / 65535``). Float images are refused: they are ground truth, not photos.
     """
-    p = Path(path)
-    im = open_image(p, _WHAT)  # FileNotFoundError / DatasetFormatError naming the file
-    if im.mode in ("I;16", "I;16L", "I;16B", "I;16N"):
-        return _array_to_chw(np.asarray(im).astype(np.uint16), str(p))
-    if im.mode == "I":  # 16-bit PNG/PGM widened to int32
-        a = np.asarray(im)
-        if a.size and (a.min() < 0 or a.max() > 65535):
-            raise DatasetFormatError(f"{p}: 32-bit integer image with values outside 0..65535; expected {_WHAT}")
-        return _array_to_chw(a.astype(np.uint16), str(p))
-    if im.mode == "F":
-        raise DatasetFormatError(f"{p}: floating-point image (mode 'F'); expected {_WHAT}")
-    try:
-        rgb = im.convert("RGB")
-    except ValueError as e:
-        raise DatasetFormatError(f"{p}: image mode {im.mode!r} cannot be converted to RGB; expected {_WHAT}") from e
-    return _array_to_chw(np.asarray(rgb, dtype=np.uint8), str(p))
+    return read_image_tensor(path, uint8=False)
 
 
 def to_image_tensor(x: ImageLike, what: str = "image") -> torch.Tensor:

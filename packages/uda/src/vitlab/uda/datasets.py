@@ -15,9 +15,10 @@ Everything here follows DAFormer (``lhoyer/DAFormer``: ``tools/convert_datasets/
   labelled pixels (mmseg ``RandomCrop``; source only: the target is unlabelled at train time), flip 0.5,
   pad with label 255. No photometric distortion (it is commented out in DAFormer's configs).
 * **Rare class sampling** (:class:`RareClassSampler`): per-image class pixel counts are computed once and
-  cached as ``sample_class_stats.json`` next to the source data; ``P(c) = softmax((1 - f_c) / T)``, T = 0.01;
-  an image with more than ``min_pixels`` (3000) pixels of ``c`` is drawn, and its random crop is re-drawn up
-  to 10 times until it holds more than ``min_pixels * min_crop_ratio`` (0.5) pixels of ``c``.
+  cached as ``sample_class_stats.json`` next to the source data (each entry keyed on its label's size, mtime
+  and hash, so a changed label is counted again); ``P(c) = softmax((1 - f_c) / T)``, T = 0.01; an image
+  with more than ``min_pixels`` (3000) pixels of ``c`` is drawn, and its random crop is re-drawn up to 10
+  times until it holds more than ``min_pixels * min_crop_ratio`` (0.5) pixels of ``c``.
   Reconstruction choice: classes without any image above ``min_pixels`` are left out (DAFormer asserts).
 * Batches are ``{"source": {"image", "semantic"}, "target": {"image"}}`` at train time (target labels are
   never loaded) and labelled target batches at validation; images are ImageNet-normalised on the device.
@@ -25,6 +26,7 @@ Everything here follows DAFormer (``lhoyer/DAFormer``: ``tools/convert_datasets/
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -42,7 +44,10 @@ from vitlab.core.data import (
     IGNORE_INDEX,
     DatasetFormatError,
     DenseFilesDataset,
+    FormatContract,
+    check,
     crop_sample,
+    declares,
     hflip_sample,
     pad_sample,
     read_image_tensor,
@@ -105,14 +110,26 @@ _GTA_LUT = _lut(GTA_TO_TRAIN_ID, 256)
 _SYNTHIA_LUT = _lut(SYNTHIA_TO_TRAIN_ID, 65536)
 
 
+#: GTA5 ``labels/*.png``: palette indices that are Cityscapes label ids 0..33
+GTA_LABELS = FormatContract("GTA5 label (8-bit/palette PNG of Cityscapes label ids)", bit_depth=(8,), channels=(1,),
+                            value_range=(0, 33), ignore_index=IGNORE_INDEX)
+#: SYNTHIA ``GT/LABELS/*.png``: 16-bit multi-channel, the class id (0 = void, 1..22) in the last OpenCV channel
+SYNTHIA_LABELS = FormatContract("SYNTHIA label (16-bit multi-channel PNG, class id 0..22 in the last channel)",
+                                bit_depth=(16,), layout="HWC", channels=(3, 4), value_channel=-1,
+                                value_range=(0, 22))
+_TRAIN_IDS = FormatContract("label (as Cityscapes train ids)", value_range=(0, len(CLASS_NAMES) - 1),
+                            ignore_index=IGNORE_INDEX, warn_empty=True)
+
+
+@declares(GTA_LABELS)
 def decode_gta_label(path: Path) -> np.ndarray:
     """GTA5 ``labels/*.png`` (Cityscapes label ids) -> (H, W) int64 train ids, 255 elsewhere."""
-    lab = read_label_png(path)
-    if lab.dtype != np.uint8:
-        raise DatasetFormatError(f"{path}: 16-bit PNG; expected an 8-bit/palette GTA5 label map of Cityscapes ids")
-    return _GTA_LUT[lab]
+    lab = _GTA_LUT[read_label_png(path, GTA_LABELS)]
+    check(lab, _TRAIN_IDS, path)
+    return lab
 
 
+@declares(SYNTHIA_LABELS)
 def decode_synthia_label(path: Path) -> np.ndarray:
     """SYNTHIA ``GT/LABELS/*.png`` (16-bit, class id in the last OpenCV channel) -> (H, W) int64 train ids."""
     import cv2
@@ -122,11 +139,11 @@ def decode_synthia_label(path: Path) -> np.ndarray:
         raise FileNotFoundError(f"{p}: SYNTHIA label not found")
     lab = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
     if lab is None:
-        raise DatasetFormatError(f"{p}: cannot decode; expected a 16-bit multi-channel SYNTHIA label PNG")
-    if lab.ndim != 3 or lab.dtype != np.uint16:
-        raise DatasetFormatError(f"{p}: got a {lab.dtype} array of shape {lab.shape}; expected a 16-bit "
-                                 "multi-channel PNG (SYNTHIA GT/LABELS) with the class id in the last channel")
-    return _SYNTHIA_LUT[lab[:, :, -1]]
+        raise DatasetFormatError(f"{p}: cannot decode; expected a {SYNTHIA_LABELS.name}")
+    check(lab, SYNTHIA_LABELS, p)
+    train = _SYNTHIA_LUT[lab[:, :, -1]]
+    check(train, _TRAIN_IDS, p)
+    return train
 
 
 def _paired(img_dir: Path, gt_dir: Path, layout: str) -> list[tuple[Path, Path]]:
@@ -207,29 +224,56 @@ class UDATrainTransform:
 STATS_FILE = "sample_class_stats.json"
 
 
+_KEY_FIELDS = ("size", "mtime_ns", "sha1")
+
+
+def _file_key(path: Path, sha1: str | None = None) -> dict[str, Any]:
+    st = path.stat()
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns,
+            "sha1": sha1 or hashlib.sha1(path.read_bytes()).hexdigest()}
+
+
+def _unchanged(entry: dict[str, Any], path: Path) -> bool:
+    """Same file as when ``entry`` was counted: same size and mtime, or (after a copy or checkout that
+    changed only the mtime) same size and content hash."""
+    st = path.stat()
+    if entry.get("size") != st.st_size or "sha1" not in entry:
+        return False
+    return entry.get("mtime_ns") == st.st_mtime_ns or entry["sha1"] == hashlib.sha1(path.read_bytes()).hexdigest()
+
+
 def class_stats(pairs: Sequence[tuple[Path, Path]], decode: Callable[[Path], np.ndarray], root: Path,
                 num_classes: int = 19, cache: bool = True) -> list[dict[str, Any]]:
     """Per-image pixel counts of each train id, ``[{"file": rel_label_path, "<c>": n, ...}]``.
 
-    Computed once and cached as ``root/sample_class_stats.json`` (DAFormer writes the same file in its
-    conversion scripts); a cache listing other files than ``pairs`` is recomputed.
+    Cached as ``root/sample_class_stats.json`` (DAFormer's file name), each entry keyed on its label file's
+    size, mtime and SHA-1: a label that changed (or a cache entry without a key, such as DAFormer's) is
+    counted again, the others are reused.
     """
     path = root / STATS_FILE
     rel = [os.path.relpath(lab, root) for _, lab in pairs]
+    old: dict[str, dict[str, Any]] = {}
     if cache and path.is_file():
         try:
-            stats = json.loads(path.read_text())
+            entries = json.loads(path.read_text())
         except json.JSONDecodeError as err:
             raise DatasetFormatError(f"{path}: not valid JSON ({err}); delete it to recompute") from err
-        if [s.get("file") for s in stats] == rel:
-            return stats
-    stats = []
+        if not isinstance(entries, list) or not all(isinstance(e, dict) and "file" in e for e in entries):
+            raise DatasetFormatError(f"{path}: expected a list of {{'file': ..., '<class id>': pixels}} entries; "
+                                     "delete it to recompute")
+        old = {e["file"]: e for e in entries}
+    stats, entries, stale = [], [], [name for name in old if name not in set(rel)]
     for (_, lab), name in zip(pairs, rel, strict=True):
-        counts = np.bincount(decode(lab).ravel(), minlength=256)[:num_classes]
-        stats.append({"file": name, **{str(c): int(n) for c, n in enumerate(counts) if n > 0}})
-    if cache:
+        entry = old.get(name)
+        if entry is None or not _unchanged(entry, Path(lab)):
+            counts = np.bincount(decode(lab).ravel(), minlength=256)[:num_classes]
+            entry = {"file": name, **_file_key(Path(lab)), **{str(c): int(n) for c, n in enumerate(counts) if n > 0}}
+            stale.append(name)
+        entries.append(entry)
+        stats.append({k: v for k, v in entry.items() if k not in _KEY_FIELDS})
+    if cache and (stale or list(old) != rel):
         try:
-            path.write_text(json.dumps(stats))
+            path.write_text(json.dumps(entries))
         except OSError:  # a read-only dataset: use the stats without caching
             pass
     return stats
@@ -241,7 +285,7 @@ def rcs_probabilities(stats: Sequence[dict[str, Any]], temperature: float = 0.01
     totals: dict[int, int] = {}
     for s in stats:
         for k, n in s.items():
-            if k != "file":
+            if k.isdigit():
                 totals[int(k)] = totals.get(int(k), 0) + int(n)
     classes = sorted(totals)
     freq = np.array([totals[c] for c in classes], dtype=np.float64)

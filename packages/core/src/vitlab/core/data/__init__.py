@@ -14,6 +14,14 @@ from vitlab.core.data.constants import (
     imagenet_normalize,
     normalize_image,
 )
+from vitlab.core.data.contracts import (
+    READERS,
+    EmptyGroundTruthWarning,
+    FormatContract,
+    check,
+    contract_of,
+    declares,
+)
 from vitlab.core.data.dense import (
     ADE20KDataModule,
     CityscapesDataModule,
@@ -25,6 +33,7 @@ from vitlab.core.data.gpu_augment import BatchColorAugment, BatchPhotometricDist
 from vitlab.core.data.imagefolder import ImageFolderDataModule
 from vitlab.core.data.io import (
     DatasetFormatError,
+    array_to_image_tensor,
     open_image,
     read_depth_png,
     read_disparity_pfm,
@@ -87,7 +96,9 @@ __all__ = [
     "DenseEvalTransform",
     "DenseFilesDataset",
     "DenseTrainTransform",
+    "EmptyGroundTruthWarning",
     "EpochShuffleSampler",
+    "FormatContract",
     "IGNORE_INDEX",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
@@ -99,6 +110,7 @@ __all__ = [
     "NUM_PARTS",
     "NYUDepthDataModule",
     "PhotometricDistortion",
+    "READERS",
     "ResumableDataMixin",
     "SPLITS",
     "STEREO_MODALITIES",
@@ -109,9 +121,13 @@ __all__ = [
     "SyntheticStereoDataModule",
     "VALID_KEY",
     "VitlabDataModule",
+    "array_to_image_tensor",
+    "check",
     "colorize",
     "colorize_labels",
+    "contract_of",
     "crop_sample",
+    "declares",
     "decode_ade20k_label",
     "decode_cityscapes_label",
     "decode_nyu_depth",

@@ -19,7 +19,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes
 
 from vitlab.core.data.base import VitlabDataModule
 from vitlab.core.data.constants import IMAGENET_MEAN, IMAGENET_STD
-from vitlab.core.data.io import DatasetFormatError
+from vitlab.core.data.io import DatasetFormatError, read_image
 
 __all__ = ["ImageFolderDataModule", "ImageFolderDictDataset", "build_eval_transform", "build_train_transform"]
 
@@ -32,12 +32,9 @@ def _layout(split: str) -> str:
 
 
 def load_rgb(path: str) -> Image.Image:
-    """PIL loader for ImageFolder that names the file when decoding fails (workers otherwise hide it)."""
-    try:
-        with open(path, "rb") as f, Image.open(f) as im:
-            return im.convert("RGB")
-    except Exception as e:
-        raise DatasetFormatError(f"{path}: cannot decode image: {type(e).__name__}: {e}") from e
+    """PIL loader for ImageFolder through core's 8-bit image reader: a file it cannot decode, or a 16-bit
+    one (Pillow would clip it to white), is an error naming the file (workers otherwise hide it)."""
+    return Image.fromarray(read_image(path))
 
 
 def build_train_transform(

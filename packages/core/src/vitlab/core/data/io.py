@@ -6,6 +6,10 @@ Library-wide conventions enforced here, so every dataset gets them for free:
 * label maps come back as the stored integer indices (``255`` = ignore by convention);
 * anything missing, truncated or in an unexpected layout raises :class:`DatasetFormatError` (or
   :class:`FileNotFoundError`) with the offending path and what was expected -- never a silently wrong array.
+
+Each reader declares its format's :class:`~vitlab.core.data.contracts.FormatContract` (bit depth, channels,
+legal values, ignore value) and holds every file against it with the one
+:func:`~vitlab.core.data.contracts.check`.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ from __future__ import annotations
 import math
 import os
 import re
-import struct
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Union
@@ -21,8 +24,14 @@ from typing import Union
 import numpy as np
 from PIL import Image
 
+from vitlab.core.data.contracts import FormatContract, check, declares
+from vitlab.core.errors import DatasetFormatError  # re-exported: readers raise it
+
 __all__ = [
     "DatasetFormatError",
+    "FormatContract",
+    "array_to_image_tensor",
+    "check",
     "read_depth_png",
     "read_disparity_pfm",
     "read_image",
@@ -39,9 +48,6 @@ __all__ = [
 ]
 
 PathLike = Union[str, "os.PathLike[str]"]
-
-
-from vitlab.core.errors import DatasetFormatError  # noqa: E402  (re-exported: readers raise it)
 
 # --------------------------------------------------------------------------------------------------------------
 # helpers
@@ -64,83 +70,11 @@ def open_image(path: PathLike, what: str) -> Image.Image:
     try:
         with Image.open(p) as im:
             im.load()
-            return im.copy()  # copy() keeps the palette of "P" images
+            out = im.copy()  # copy() keeps the palette of "P" images
+            out.format = im.format  # copy() drops it; the stored-encoding checks need it
+            return out
     except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, zlib errors, ... depending on codec
         raise DatasetFormatError(f"{p}: cannot decode as {what}: {type(e).__name__}: {e}") from e
-
-
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_COLOR_TYPES = {0: "greyscale", 2: "RGB", 3: "palette", 4: "greyscale+alpha", 6: "RGBA"}
-
-
-def _png_ihdr(p: Path, what: str) -> tuple[int, int, int, int]:
-    """(width, height, bit depth, colour type) straight from the IHDR chunk.
-
-    PIL's mode alone cannot always tell an 8-bit file from a 16-bit one (it may widen to ``I``), so
-    readers that depend on the stored bit depth check the header itself.
-    """
-    with open(p, "rb") as f:
-        head = f.read(33)
-    if len(head) < 33 or head[:8] != _PNG_SIGNATURE or head[12:16] != b"IHDR":
-        raise DatasetFormatError(f"{p}: not a PNG file (bad signature/IHDR); expected {what}")
-    width, height, depth, color = struct.unpack(">IIBB", head[16:26])
-    return width, height, depth, color
-
-
-def _stored_bit_depth(im: Image.Image, p: Path, what: str) -> tuple[int, str]:
-    """(bits per sample, description) of a single-channel image as stored in the file.
-
-    PNGs are read from the IHDR chunk (PIL may widen 8-bit data); other formats (PGM, ...) from the PIL mode.
-    """
-    if p.suffix.lower() == ".png" or im.format == "PNG":
-        _, _, depth, color = _png_ihdr(p, what)
-        found = f"{depth}-bit {_PNG_COLOR_TYPES.get(color, f'colour type {color}')} PNG"
-        if color == 3:  # palette: values are the 8-bit palette entries, whatever the 1/2/4/8-bit index width
-            return 8, found
-        return depth, found
-    if im.mode in ("1",):
-        return 1, "1-bit image"
-    if im.mode in ("L", "P", "LA", "PA"):
-        return 8, f"8-bit {im.format or ''} image (mode {im.mode!r})".replace("  ", " ")
-    if im.mode.startswith("I;16") or im.mode == "I":
-        return 16, f"16-bit {im.format or ''} image (mode {im.mode!r})".replace("  ", " ")
-    return 0, f"image of mode {im.mode!r}"
-
-
-def _check_bit_depth(im: Image.Image, p: Path, bit_depth: int, what: str) -> None:
-    """Refuse a file whose stored bit depth is not the one its format prescribes (naming both)."""
-    depth, found = _stored_bit_depth(im, p, what)
-    if depth != bit_depth:
-        raise DatasetFormatError(f"{p}: stored as {found}; expected {what}")
-
-
-def _check_values(v: np.ndarray, valid: np.ndarray, p: Path, what: str,
-                  value_range: tuple[float, float] | None, allowed_values: Sequence[int] | None,
-                  min_peak: int | None) -> None:
-    """Stored values against the format: inside ``value_range``, among ``allowed_values``, and (for 16-bit
-    formats) not all below ``min_peak`` -- 8-bit data written into a 16-bit file."""
-    if allowed_values is not None:
-        bad = ~np.isin(v, np.asarray(allowed_values))
-        if bad.any():
-            raise DatasetFormatError(
-                f"{p}: found values {np.unique(v[bad])[:10].tolist()}; expected {what} "
-                f"(only {sorted(allowed_values)})"
-            )
-    if value_range is not None and valid.any():
-        lo, hi = value_range
-        vals = v[valid]
-        vmin, vmax = vals.min(), vals.max()
-        if vmin < lo or vmax > hi:
-            raise DatasetFormatError(
-                f"{p}: found stored values {vmin}..{vmax}; expected {what} (valid values within {lo:g}..{hi:g})"
-            )
-    if min_peak is not None and valid.any():
-        vmax = v[valid].max()
-        if vmax < min_peak:
-            raise DatasetFormatError(
-                f"{p}: every stored value is below {min_peak} (max {vmax}): 8-bit data in a 16-bit file "
-                f"or a different unit; expected {what}"
-            )
 
 
 def _grey_array(im: Image.Image, p: Path, what: str) -> np.ndarray:
@@ -171,6 +105,12 @@ _PFM_REST = re.compile(rb"\s+(\d+)\s+(\d+)\s+(\S+)\s")
 _PFM_WHAT = "a PFM file ('PF'/'Pf' header, width height, scale, then float32 rows stored bottom-to-top)"
 
 
+PFM = FormatContract("PFM file", container="pfm", channels=(1, 3), dtype=("f",))
+DISPARITY_PFM = FormatContract("PFM disparity map ('Pf', single channel)", container="pfm", channels=(1,),
+                               layout="HW", dtype=("f",), warn_empty=True)
+
+
+@declares(PFM)
 def read_pfm(path: PathLike) -> np.ndarray:
     """Read a PFM as stored: float32 ``(H, W)`` for ``Pf`` or ``(H, W, 3)`` for ``PF``.
 
@@ -248,6 +188,7 @@ def write_pfm(path: PathLike, array: np.ndarray, scale: float = 1.0, little_endi
         f.write(body.tobytes())
 
 
+@declares(DISPARITY_PFM)
 def read_disparity_pfm(path: PathLike) -> np.ndarray:
     """Single-channel PFM disparity as float32 ``(H, W)`` with non-finite and ``d <= 0`` set to ``+inf``.
 
@@ -259,6 +200,7 @@ def read_disparity_pfm(path: PathLike) -> np.ndarray:
         raise DatasetFormatError(f"{path}: 3-channel 'PF' file; expected a single-channel 'Pf' disparity map")
     d = d.copy()
     d[~(np.isfinite(d) & (d > 0))] = np.inf
+    check(d, DISPARITY_PFM, path)
     return d
 
 
@@ -266,21 +208,22 @@ def read_disparity_pfm(path: PathLike) -> np.ndarray:
 # PNG ground truth
 # --------------------------------------------------------------------------------------------------------------
 
-_KITTI_WHAT = "a KITTI disparity map: 16-bit greyscale PNG, d = v / 256, 0 = no ground truth"
+KITTI_DISPARITY = FormatContract(
+    "KITTI disparity map (16-bit greyscale PNG, d = v / 256)", bit_depth=(16,), channels=(1,),
+    ignore_index=0, ignore_name="no ground truth", warn_empty=True)
 
 
+@declares(KITTI_DISPARITY)
 def read_kitti_disparity(path: PathLike) -> np.ndarray:
     """KITTI 2012/2015 disparity as float32 ``(H, W)``: ``d = v / 256``, ``v == 0`` -> ``+inf``.
 
     Only 16-bit greyscale PNGs are accepted: an 8-bit PNG divided by 256 would look plausible but be wrong.
     """
-    p = _existing_file(path, _KITTI_WHAT)
-    _, _, depth, color = _png_ihdr(p, _KITTI_WHAT)
-    if depth != 16 or color != 0:
-        raise DatasetFormatError(
-            f"{p}: {depth}-bit {_PNG_COLOR_TYPES.get(color, f'colour type {color}')} PNG; expected {_KITTI_WHAT}"
-        )
-    v = _grey_array(open_image(p, _KITTI_WHAT), p, _KITTI_WHAT)
+    p = _existing_file(path, KITTI_DISPARITY.name)
+    im = open_image(p, KITTI_DISPARITY.name)
+    check(im, KITTI_DISPARITY, p)
+    v = _grey_array(im, p, KITTI_DISPARITY.name)
+    check(v, KITTI_DISPARITY, p)
     d = v.astype(np.float32) / np.float32(256.0)
     d[v == 0] = np.inf
     return d
@@ -338,6 +281,22 @@ def _palette_to_grey(im: Image.Image, p: Path, what: str) -> np.ndarray:
     return pal[:, 0][idx]
 
 
+SCALED_PNG = FormatContract("single-channel 8/16-bit ground-truth image", container="image", bit_depth=(8, 16),
+                            channels=(1,))
+
+
+def scaled_contract(name: str, bit_depth: int | None = None, value_range: tuple[float, float] | None = None,
+                    allowed_values: Sequence[int] | None = None, min_peak: int | None = None,
+                    invalid_value: int | None = None, container: str = "image") -> FormatContract:
+    """The contract of a scalar map stored as integers (:func:`read_png_scaled`'s keyword arguments)."""
+    return FormatContract(name, container=container, bit_depth=(bit_depth,) if bit_depth else (8, 16),
+                          channels=(1,), value_range=value_range,
+                          allowed=None if allowed_values is None else tuple(int(v) for v in allowed_values),
+                          ignore_index=invalid_value, ignore_name="invalid", min_peak=min_peak,
+                          warn_empty=invalid_value is not None)
+
+
+@declares(SCALED_PNG, scale=1.0)
 def read_png_scaled(
     path: PathLike,
     scale: float,
@@ -348,6 +307,7 @@ def read_png_scaled(
     allowed_values: Sequence[int] | None = None,
     min_peak: int | None = None,
     format_name: str | None = None,
+    contract: FormatContract | None = None,
 ) -> np.ndarray:
     """Scalar ground truth stored as integers: float32 ``(H, W)`` with ``d = v / scale`` and ``invalid_value`` -> ``+inf``.
 
@@ -358,28 +318,36 @@ def read_png_scaled(
     2006 half-size 2, KITTI 256, NYU depth 1000 (-> metres), MultiMAE pseudo-depth 2**16.
     ``invalid_value=None`` marks nothing invalid.
 
-    Format checks (each failure raises :class:`DatasetFormatError` naming the file, ``format_name`` and what
-    was found): ``bit_depth`` is the stored bits per sample the format prescribes (8 or 16; the PNG header
-    is read, so an 8-bit file never passes as 16-bit or the reverse); ``value_range`` bounds the stored values
-    of valid pixels, ``allowed_values`` lists every legal stored value (masks), and ``min_peak`` refuses a
-    file whose valid values all lie below it (8-bit data written into a 16-bit file).
+    The file is held against ``contract`` (:func:`~vitlab.core.data.contracts.check`), by default the one
+    the keywords describe (:func:`scaled_contract`): ``bit_depth`` is the stored bits per sample the format
+    prescribes (the PNG header is read, so an 8-bit file never passes as 16-bit or the reverse);
+    ``value_range`` bounds the stored values of valid pixels, ``allowed_values`` lists every legal stored
+    value (masks), and ``min_peak`` refuses a file whose valid values all lie below it (8-bit data written
+    into a 16-bit file). A violation raises :class:`DatasetFormatError` naming the file and the format.
     """
     if not (math.isfinite(scale) and scale > 0):
         raise ValueError(f"read_png_scaled({path}): scale must be positive and finite, got {scale}")
-    what = format_name or f"a single-channel 8/16-bit ground-truth image (value = {scale:g} x quantity)"
-    p = _existing_file(path, what)
-    im = open_image(p, what)
-    if bit_depth is not None:
-        _check_bit_depth(im, p, bit_depth, what)
-    v = _palette_to_grey(im, p, what) if im.mode == "P" else _grey_array(im, p, what)
-    valid = np.ones(v.shape, bool) if invalid_value is None else v != invalid_value
-    _check_values(v, valid, p, what, value_range, allowed_values, min_peak)
+    if contract is None:
+        name = format_name or f"single-channel 8/16-bit ground-truth image (value = {scale:g} x quantity)"
+        contract = scaled_contract(name, bit_depth, value_range, allowed_values, min_peak, invalid_value)
+    p = _existing_file(path, contract.name)
+    im = open_image(p, contract.name)
+    check(im, contract, p)
+    v = _palette_to_grey(im, p, contract.name) if im.mode == "P" else _grey_array(im, p, contract.name)
+    check(v, contract, p)
     d = v.astype(np.float32) / np.float32(scale)
     if invalid_value is not None:
-        d[~valid] = np.inf
+        d[v == invalid_value] = np.inf
     return d
 
 
+def depth_png_contract(scale: float = 1000.0) -> FormatContract:
+    """A 16-bit depth PNG holding ``v = depth x scale`` (0 = invalid): 8-bit data in it is refused."""
+    return scaled_contract(f"depth PNG (16-bit greyscale, v = depth x {scale:g}, 0 = invalid)", bit_depth=16,
+                           min_peak=256, invalid_value=0, container="png")
+
+
+@declares(depth_png_contract())
 def read_depth_png(path: PathLike, scale: float = 1000.0) -> np.ndarray:
     """Depth PNG (NYU-style millimetres by default) as float32 metres, 0 -> ``+inf``.
 
@@ -387,10 +355,16 @@ def read_depth_png(path: PathLike, scale: float = 1000.0) -> np.ndarray:
     values would come out 2-3 orders of magnitude off), and so is a 16-bit file whose valid values all fit
     in 8 bits (below 256 mm everywhere at the default scale: 8-bit data widened to 16 bits).
     """
-    what = f"a 16-bit greyscale depth PNG (v = depth x {scale:g}, 0 = invalid; NYU: millimetres)"
-    return read_png_scaled(path, scale=scale, invalid_value=0, bit_depth=16, min_peak=256, format_name=what)
+    return read_png_scaled(path, scale=scale, invalid_value=0, contract=depth_png_contract(scale))
 
 
+def middlebury_contract(scale: float) -> FormatContract:
+    """Middlebury 2001-2006 / v2: an 8-bit grey (or grey-palette) image, ``v = disparity x scale``."""
+    return scaled_contract(f"Middlebury disparity image (8-bit greyscale, v = disparity x {scale:g}, 0 = unknown)",
+                           bit_depth=8, invalid_value=0)
+
+
+@declares(middlebury_contract(16.0), scale=16.0)
 def read_middlebury_disparity(path: PathLike, scale: float) -> np.ndarray:
     """Middlebury 2001-2006 / v2 disparity image (``disp*.png``, ``truedisp*.pgm``, ``groundtruth.png``).
 
@@ -398,30 +372,39 @@ def read_middlebury_disparity(path: PathLike, scale: float) -> np.ndarray:
     (2006: ``scale`` 1/2/3 for full/half/third size; 2001 and v2: 8, Tsukuba 16; 2003 quarter size: 4). A 16-bit file
     is refused: read as 8-bit disparities it would be off by orders of magnitude.
     """
-    what = f"a Middlebury 8-bit greyscale disparity image (v = disparity x {scale:g}, 0 = unknown)"
-    return read_png_scaled(path, scale=scale, invalid_value=0, bit_depth=8, format_name=what)
+    return read_png_scaled(path, scale=scale, invalid_value=0, contract=middlebury_contract(scale))
 
 
-def read_label_png(path: PathLike) -> np.ndarray:
+LABEL_PNG = FormatContract("label PNG (palette, 8-bit or 16-bit greyscale)", bit_depth=(8, 16), channels=(1,))
+
+
+@declares(LABEL_PNG)
+def read_label_png(path: PathLike, contract: FormatContract = LABEL_PNG) -> np.ndarray:
     """Label map as stored: uint8 for 8-bit/palette PNGs, uint16 for 16-bit ones (e.g. instance ids).
 
     For palette (``P``) PNGs the raw indices ARE the labels (VOC-style: the palette only colours them for
     viewing), so no palette conversion happens here -- the opposite of :func:`read_png_scaled`. Colour-coded
     RGB label maps (e.g. ADE20K full-format ``_seg.png``) need a dataset-specific decoder and are refused.
+    A dataset passes its own ``contract`` (bit depth, legal ids, ignore index), checked on the stored ids.
     """
-    what = "a single-channel label PNG (palette, 8-bit or 16-bit greyscale)"
-    p = _existing_file(path, what)
-    im = open_image(p, what)
-    if im.mode == "P":
-        return np.array(im, dtype=np.uint8)
-    return np.array(_grey_array(im, p, what))
+    p = _existing_file(path, contract.name)
+    im = open_image(p, contract.name)
+    check(im, contract, p)
+    lab = np.array(im, dtype=np.uint8) if im.mode == "P" else np.array(_grey_array(im, p, contract.name))
+    check(lab, contract, p)
+    return lab
 
 
 # --------------------------------------------------------------------------------------------------------------
 # images
 # --------------------------------------------------------------------------------------------------------------
 
-_RGB_CONVERTIBLE = {"RGB", "RGBA", "RGBX", "L", "LA", "P", "PA", "1", "CMYK", "YCbCr", "La"}
+#: photos for uint8 pipelines: 8 bits per sample, grey / grey+alpha / RGB / RGBA / palette
+PHOTO_8BIT = FormatContract("image for a uint8 pipeline", container="image", bit_depth=(1, 8), channels=(1, 2, 3, 4),
+                            hint="convert it to 8 bits per sample, or read it with read_image_tensor(path, "
+                                 "uint8=False), which keeps 16 bits")
+#: photos for float pipelines: 16-bit files keep their precision
+PHOTO = FormatContract("image", container="image", bit_depth=(1, 8, 16), channels=(1, 2, 3, 4))
 
 
 def require_dir(path: PathLike, layout: str, what: str) -> Path:
@@ -434,25 +417,64 @@ def require_dir(path: PathLike, layout: str, what: str) -> Path:
     return p
 
 
+def _photo_array(path: PathLike, contract: FormatContract) -> np.ndarray:
+    """``(H, W, 3)`` uint8, or uint16 for a 16-bit greyscale file; grey replicated, alpha dropped."""
+    p = _existing_file(path, contract.name)
+    im = open_image(p, contract.name)
+    check(im, contract, p)
+    if im.mode.startswith("I"):  # 16-bit greyscale (PNG/PGM); Pillow widens some files to int32 "I"
+        return np.repeat(_grey_array(im, p, contract.name)[..., None], 3, axis=-1)
+    try:
+        rgb = im.convert("RGB")
+    except ValueError as e:
+        raise DatasetFormatError(f"{p}: {contract.name} of mode {im.mode!r} cannot be converted to RGB") from e
+    return np.asarray(rgb, dtype=np.uint8)
+
+
+def array_to_image_tensor(a: np.ndarray, what: str = "image"):
+    """``(H, W)``, ``(H, W, 1..4)`` array -> float32 ``(3, H, W)`` in [0, 1]: uint8 / 255, uint16 / 65535,
+    float kept; grey replicated, alpha dropped. The one conversion of photos into float tensors."""
+    import torch
+
+    if a.ndim == 2:
+        a = a[..., None]
+    if a.ndim != 3 or a.shape[-1] not in (1, 2, 3, 4):
+        raise ValueError(f"{what}: expected an (H, W), (H, W, 3) or (H, W, 4) image, got shape {a.shape}")
+    if a.shape[-1] in (2, 4):  # grey+alpha / RGBA: drop alpha
+        a = a[..., :-1]
+    if a.dtype == np.uint8:
+        x = torch.from_numpy(np.array(a, copy=True)).float().div_(255.0)
+    elif a.dtype == np.uint16:
+        x = torch.from_numpy(a.astype(np.float32)).div_(65535.0)
+    elif np.issubdtype(a.dtype, np.floating):
+        x = torch.from_numpy(a.astype(np.float32))
+    else:
+        raise ValueError(f"{what}: unsupported dtype {a.dtype}; expected uint8, uint16 or float in [0, 1]")
+    x = x.permute(2, 0, 1)
+    return x.expand(3, -1, -1).contiguous() if x.shape[0] == 1 else x.contiguous()
+
+
+@declares(PHOTO_8BIT, uint8=True)
+@declares(PHOTO, uint8=False)
 def read_image_tensor(path: PathLike, uint8: bool = True):
     """An image file as a ``(3, H, W)`` torch tensor: uint8 (default) or float32 in [0, 1].
 
-    The one image reader of every vitlab dataset (see :func:`read_image` for the accepted files).
+    The one image reader of every vitlab dataset. ``uint8=False`` also reads 16-bit greyscale files at
+    full precision (``v / 65535``); ``uint8=True`` refuses them rather than dropping 8 bits (or clipping
+    them to white): read them with ``uint8=False``. 16-bit colour PNGs come through Pillow at 8 bits.
     """
     import torch
 
-    t = torch.from_numpy(read_image(path)).permute(2, 0, 1).contiguous()
-    return t if uint8 else t.float().div_(255.0)
+    if not uint8:
+        return array_to_image_tensor(_photo_array(path, PHOTO), str(path))
+    return torch.from_numpy(read_image(path)).permute(2, 0, 1).contiguous()
 
 
+@declares(PHOTO_8BIT)
 def read_image(path: PathLike) -> np.ndarray:
     """8-bit RGB ``(H, W, 3)`` from PNG/JPEG/PPM/PGM/...; grey is replicated, alpha dropped.
 
-    16-bit/float images are refused rather than silently truncated: they are ground truth, not photos.
+    16-bit/float images are refused rather than silently truncated or clipped (a 16-bit grey PNG would
+    come out all white); read 16-bit photos with ``read_image_tensor(path, uint8=False)``.
     """
-    what = "an 8-bit RGB or greyscale image (PNG/JPEG/PPM/PGM)"
-    p = _existing_file(path, what)
-    im = open_image(p, what)
-    if im.mode not in _RGB_CONVERTIBLE:
-        raise DatasetFormatError(f"{p}: image mode {im.mode!r} (not 8-bit); expected {what}")
-    return np.array(im.convert("RGB"), dtype=np.uint8)
+    return _photo_array(path, PHOTO_8BIT)

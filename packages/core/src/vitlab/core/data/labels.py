@@ -1,4 +1,8 @@
-"""Decoders of dense ground-truth files into train ids / metric maps (ADE20K, Cityscapes, NYU depth)."""
+"""Decoders of dense ground-truth files into train ids / metric maps (ADE20K, Cityscapes, NYU depth).
+
+Each decoder declares the contract of its stored format (:mod:`vitlab.core.data.contracts`): an id outside
+the format is refused naming the file, before it can become a silent ignore or a loss's ``IndexError``.
+"""
 
 from __future__ import annotations
 
@@ -7,11 +11,15 @@ from pathlib import Path
 import numpy as np
 
 from vitlab.core.data.constants import IGNORE_INDEX
-from vitlab.core.data.io import DatasetFormatError, open_image, read_depth_png, read_label_png
+from vitlab.core.data.contracts import FormatContract, check, declares
+from vitlab.core.data.io import depth_png_contract, open_image, read_depth_png, read_label_png
 
 __all__ = [
     "CITYSCAPES_CLASS_NAMES",
     "CITYSCAPES_LABEL_TO_TRAIN_ID",
+    "CITYSCAPES_LABEL_IDS",
+    "CITYSCAPES_TRAIN_IDS",
+    "ade20k_contract",
     "decode_ade20k_label",
     "decode_cityscapes_label",
     "decode_nyu_depth",
@@ -19,6 +27,11 @@ __all__ = [
 ]
 
 
+ADE20K_FULL_SEG = FormatContract("ADE20K full-format segmentation PNG (RGB: class = R // 10 * 256 + G, "
+                                 "instance from B)", bit_depth=(8,), channels=(3,))
+
+
+@declares(ADE20K_FULL_SEG)
 def read_ade20k_full_seg(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """Decode a full-release ADE20K ``*_seg.png`` (or ``*_parts_N.png``): ``(class_map, instance_map)`` int64.
 
@@ -27,11 +40,9 @@ def read_ade20k_full_seg(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     instances are the distinct ``B`` values, numbered 1..K by increasing ``B`` (0 = ``B == 0``, no
     instance). These are *not* the 150 SceneParsing classes of ADEChallengeData2016.
     """
-    what = "an RGB ADE20K segmentation PNG (class = R // 10 * 256 + G, instance from B)"
     p = Path(path)
-    im = open_image(p, what)
-    if im.mode != "RGB":
-        raise DatasetFormatError(f"{p}: image mode {im.mode!r}; expected {what}")
+    im = open_image(p, ADE20K_FULL_SEG.name)
+    check(im, ADE20K_FULL_SEG, p)
     rgb = np.asarray(im)
     r, g, b = (rgb[..., i].astype(np.int64) for i in range(3))
     class_map = r // 10 * 256 + g
@@ -42,19 +53,27 @@ def read_ade20k_full_seg(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     return class_map, instance_map
 
 
+def ade20k_contract(num_classes: int = 150, reduce_zero_label: bool = True) -> FormatContract:
+    """ADEChallengeData2016 annotations: 8-bit ids, 0 = other, 1..150 = classes (255 tolerated as ignore)."""
+    top = num_classes if reduce_zero_label else num_classes - 1
+    return FormatContract("ADEChallengeData2016 annotation (8-bit, 0 = other, 1..150 = classes)", bit_depth=(8,),
+                          channels=(1,), value_range=(0, top), ignore_index=IGNORE_INDEX)
+
+
+def _train_ids(num_classes: int, dataset: str) -> FormatContract:
+    """The decoded map a loss sees: train ids ``0..num_classes-1`` or 255; warns when a file has none."""
+    return FormatContract(f"{dataset} label (as train ids)", value_range=(0, num_classes - 1),
+                          ignore_index=IGNORE_INDEX, warn_empty=True)
+
+
+@declares(ade20k_contract())
 def decode_ade20k_label(path: Path, reduce_zero_label: bool = True, num_classes: int = 150) -> np.ndarray:
     """ADEChallengeData2016 annotation -> (H, W) int64: 0 ("other") -> 255, 1..150 -> 0..149 (mmseg
     ``reduce_zero_label``). Values above ``num_classes`` are a format error."""
-    lab = read_label_png(path).astype(np.int64)
-    top = num_classes if reduce_zero_label else num_classes - 1
-    bad = (lab > top) & (lab != IGNORE_INDEX)
-    if bad.any():
-        raise DatasetFormatError(
-            f"{path}: label values {np.unique(lab[bad])[:10].tolist()} outside 0..{top}; expected an "
-            "ADEChallengeData2016 annotation (uint8, 0 = other, 1..150 = classes)"
-        )
+    lab = read_label_png(path, ade20k_contract(num_classes, reduce_zero_label)).astype(np.int64)
     if reduce_zero_label:
         lab = np.where(lab == 0, IGNORE_INDEX, lab - 1)
+    check(lab, _train_ids(num_classes, "ADE20K"), path)
     return lab
 
 
@@ -69,23 +88,28 @@ for _k, _v in CITYSCAPES_LABEL_TO_TRAIN_ID.items():
     _CS_LUT[_k] = _v
 
 
+#: ``*_gtFine_labelIds.png``: Cityscapes label ids 0..33 (cityscapesscripts ``labels.py``; 255 tolerated)
+CITYSCAPES_LABEL_IDS = FormatContract("Cityscapes labelIds map (8-bit, Cityscapes ids)", bit_depth=(8,),
+                                      channels=(1,), value_range=(0, 33), ignore_index=IGNORE_INDEX)
+#: ``*_gtFine_labelTrainIds.png``: the 19 train ids and 255
+CITYSCAPES_TRAIN_IDS = FormatContract("Cityscapes labelTrainIds map (8-bit)", bit_depth=(8,), channels=(1,),
+                                      value_range=(0, len(CITYSCAPES_CLASS_NAMES) - 1), ignore_index=IGNORE_INDEX,
+                                      warn_empty=True, hint="use label_type='labelIds' for *_gtFine_labelIds.png")
+_CS_DECODED = _train_ids(len(CITYSCAPES_CLASS_NAMES), "Cityscapes")
+
+
+@declares(CITYSCAPES_TRAIN_IDS, label_type="labelTrainIds")
+@declares(CITYSCAPES_LABEL_IDS, label_type="labelIds")
 def decode_cityscapes_label(path: Path, label_type: str = "labelTrainIds") -> np.ndarray:
     """``*_gtFine_labelTrainIds.png`` (0..18, 255) as is, or ``*_gtFine_labelIds.png`` mapped to train ids."""
-    lab = read_label_png(path)
-    if lab.dtype != np.uint8:
-        raise DatasetFormatError(f"{path}: 16-bit PNG; expected an 8-bit Cityscapes {label_type} map")
     if label_type == "labelIds":
-        return _CS_LUT[lab]
-    lab = lab.astype(np.int64)
-    bad = (lab >= len(CITYSCAPES_CLASS_NAMES)) & (lab != IGNORE_INDEX)
-    if bad.any():
-        raise DatasetFormatError(
-            f"{path}: values {np.unique(lab[bad])[:10].tolist()} are not train ids; expected 0..18 or 255 "
-            "(use label_type='labelIds' for *_gtFine_labelIds.png)"
-        )
-    return lab
+        lab = _CS_LUT[read_label_png(path, CITYSCAPES_LABEL_IDS)]
+        check(lab, _CS_DECODED, path)
+        return lab
+    return read_label_png(path, CITYSCAPES_TRAIN_IDS).astype(np.int64)
 
 
+@declares(depth_png_contract())
 def decode_nyu_depth(path: Path, depth_scale: float = 1000.0, max_depth: float | None = 10.0) -> np.ndarray:
     """uint16 depth PNG -> (1, H, W) float32 metres (``v / depth_scale``); 0 and depths > ``max_depth`` -> +inf."""
     d = read_depth_png(path, scale=depth_scale)
