@@ -12,6 +12,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint as _LightningModelCheckp
 from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
+from vitlab.core.errors import VitlabError
+
 
 class PredictionImageLogger(Callback):
     """Logs prediction pictures of the first validation batch every ``every_n_epochs`` epochs.
@@ -62,7 +64,7 @@ class PredictionImageLogger(Callback):
                 Image.fromarray(pic).save(out / f"step{step:07d}_{k}.png")
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(VitlabError, FloatingPointError):
     """Training produced a NaN/Inf loss; the message names the step, the loss terms and the batch."""
 
 
@@ -218,15 +220,40 @@ class ModelCheckpoint(_LightningModelCheckpoint):
     """Lightning's ``ModelCheckpoint`` whose ``last.ckpt`` is always the latest state.
 
     With ``monitor`` and ``save_last``, Lightning refreshes ``last.ckpt`` only when a top-k checkpoint is
-    written, i.e. when the metric improved, so ``--ckpt_path last`` could roll a run back to its best
-    epoch. Here ``last.ckpt`` is rewritten at every point where a checkpoint could be written (end of
-    validation / epoch, every ``every_n_train_steps``), improved or not. All arguments are Lightning's.
+    written, i.e. when the metric improved (or on an ``every_n_epochs`` boundary), so ``--ckpt_path last``
+    could roll a run back. Here ``last.ckpt`` is rewritten at every point where a checkpoint could be
+    written (end of validation / epoch, every ``every_n_train_steps``), improved or not, once more when
+    training ends at a step it does not hold yet, and on demand through :meth:`save_last_now` (the CLI's
+    :class:`~vitlab.core.preemption.PreemptionCheckpoint` calls it on SIGTERM). With ``save_last: link``
+    the link is replaced by a file whenever no checkpoint of the current step exists to link to. All
+    arguments are Lightning's; the CLI runs a config's stock ``ModelCheckpoint`` as this class.
     """
 
-    def _refresh_last(self, trainer: Trainer) -> None:
-        if self.save_last and not self._should_skip_saving_checkpoint(trainer) \
-                and self._last_global_step_saved != trainer.global_step:
+    _last_step: int | None = None  # the global step last.ckpt holds, as written by this process
+
+    def _save_last_checkpoint(self, trainer: Trainer, monitor_candidates: dict[str, Any]) -> None:
+        if self.save_last == "link" and self._last_global_step_saved != trainer.global_step:
+            # nothing of this step to link to: write the state itself
+            self.last_model_path = self.format_checkpoint_name(monitor_candidates, self.CHECKPOINT_NAME_LAST)
+            self._save_checkpoint(trainer, self.last_model_path)
+        else:
+            super()._save_last_checkpoint(trainer, monitor_candidates)
+        if self.save_last:
+            self._last_step = trainer.global_step
+
+    def save_last_now(self, trainer: Trainer) -> str | None:
+        """Write ``last.ckpt`` for the current step unless it holds it already; returns its path (None: off)."""
+        from lightning.pytorch.trainer.states import TrainerFn
+
+        if not self.save_last or trainer.fast_dev_run or trainer.sanity_checking \
+                or trainer.state.fn != TrainerFn.FITTING or trainer.global_step == 0:
+            return None  # step 0: nothing trained yet, as Lightning never saves it
+        if self._last_step != trainer.global_step:
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+        return self.last_model_path or None
+
+    def _refresh_last(self, trainer: Trainer) -> None:
+        self.save_last_now(trainer)
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -244,3 +271,7 @@ class ModelCheckpoint(_LightningModelCheckpoint):
         super().on_validation_end(trainer, pl_module)
         if not self._should_save_on_train_epoch_end(trainer):
             self._refresh_last(trainer)
+
+    def on_train_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        self.save_last_now(trainer)  # e.g. max_steps reached between two save points

@@ -238,11 +238,31 @@ class VitlabCLI(LightningCLI):
         os.environ[runs.RUN_DIR_ENV] = str(run_dir)  # processes spawned by DDP land in the same folder
         self.run_dir = run_dir
         trainer.default_root_dir = str(run_dir)
+        from lightning.pytorch.utilities.rank_zero import rank_zero_info
+
+        from vitlab.core.callbacks import ModelCheckpoint as VitlabModelCheckpoint
+        from vitlab.core.errors import ConfigError
+
+        if sub == "fit" and ckpt is None and cfg.get("ckpt_path") is None and run_dir.name.startswith("job-") \
+                and (run_dir / "checkpoints" / "last.ckpt").is_file():
+            # a requeued (preempted) scheduler job runs its command again: continue where it stopped
+            ckpt = run_dir / "checkpoints" / "last.ckpt"
+            cfg.ckpt_path = str(ckpt)
+            rank_zero_info(f"vitlab: job folder {run_dir} holds last.ckpt: resuming from it")
         loggers = trainer.get("logger")
         for logger in loggers if isinstance(loggers, list) else [loggers]:
             self._place_logger(logger, run_dir, resuming=sub == "fit" and ckpt is not None)
-        for cb in trainer.get("callbacks") or []:
+        listed = trainer.get("callbacks")  # one callback given alone is not wrapped in a list
+        for cb in listed if isinstance(listed, list) else [] if listed is None else [listed]:
             cls = _class_of(cb)
+            if cls is ModelCheckpoint:  # Lightning's stock class: its last.ckpt can lag behind the final step
+                cb.class_path = f"{VitlabModelCheckpoint.__module__}.{VitlabModelCheckpoint.__qualname__}"
+                rank_zero_info("vitlab: trainer.callbacks lists lightning.pytorch.callbacks.ModelCheckpoint; running "
+                               "it as vitlab.core.ModelCheckpoint (same arguments, last.ckpt always the latest state)")
+            elif cls is not None and issubclass(cls, ModelCheckpoint) and not issubclass(cls, VitlabModelCheckpoint):
+                raise ConfigError(
+                    f"trainer.callbacks: {cls.__module__}.{cls.__qualname__} derives from Lightning's ModelCheckpoint, "
+                    "whose last.ckpt can miss the final step; derive it from vitlab.core.ModelCheckpoint instead")
             if cls is not None and issubclass(cls, ModelCheckpoint) and cb.init_args.get("dirpath") is None:
                 cb.init_args.dirpath = str(run_dir / "checkpoints")
         if self.subcommand is not None or sub:
@@ -283,10 +303,18 @@ class VitlabCLI(LightningCLI):
         )
 
     def _run_subcommand(self, subcommand: str) -> None:
+        from vitlab.core.preemption import PREEMPTED_EXIT_CODE, PreemptionCheckpoint, SIGTERMException
+
         failed = True
         try:
             super()._run_subcommand(subcommand)
             failed = False
+        except SIGTERMException:  # Lightning's own: a SystemExit without a code, i.e. exit status 0
+            done = [cb for cb in self.trainer.callbacks if isinstance(cb, PreemptionCheckpoint)]
+            if self.trainer.is_global_zero:
+                line = done[0].summary(self.run_dir) if done else "vitlab: stopped by SIGTERM"
+                print(line, file=sys.stderr, flush=True)
+            raise SystemExit(PREEMPTED_EXIT_CODE) from None
         finally:
             finish_wandb_runs(self.trainer, exit_code=1 if failed else 0)
         if subcommand == "fit" and self.trainer.is_global_zero:
@@ -324,6 +352,17 @@ class VitlabCLI(LightningCLI):
         wants_bar = config.get("enable_progress_bar", True) is not False
         if wants_bar and not sys.stdout.isatty() and not any(isinstance(c, ProgressBar) for c in configured):
             callbacks.append(PlainProgressBar())
+        from vitlab.core.callbacks import ModelCheckpoint as VitlabModelCheckpoint
+        from vitlab.core.preemption import PreemptionCheckpoint
+
+        fitting = self._subconfig()[1] in (None, "fit")
+        if fitting and config.get("enable_checkpointing", True) is not False \
+                and not any(isinstance(c, ModelCheckpoint) for c in configured):
+            # instead of Lightning's default checkpoint (no last.ckpt); top-k 0: last.ckpt is the only copy
+            callbacks.append(VitlabModelCheckpoint(dirpath=str(Path(config.get("default_root_dir") or ".")
+                                                               / "checkpoints"), save_last=True, save_top_k=0))
+        if fitting:
+            callbacks.append(PreemptionCheckpoint())  # SIGTERM: last.ckpt of the current step, SLURM requeue
         callbacks.append(importlib.import_module("vitlab.core.ddp").RankGuard())  # equal DDP ranks
         return super()._instantiate_trainer(config, callbacks)
 
