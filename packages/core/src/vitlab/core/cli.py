@@ -26,6 +26,7 @@ import importlib
 import logging
 import netrc
 import os
+import re
 import sys
 import warnings
 from importlib.metadata import entry_points
@@ -44,6 +45,7 @@ from vitlab.core import runs
 from vitlab.core.callbacks import NonFiniteGuard, PlainProgressBar
 from vitlab.core.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
 from vitlab.core.config_bases import expand_config_args
+from vitlab.core.errors import CheckpointError, expected_failure, format_error, show_traceback
 from vitlab.core.perf import configure_cuda_fast_paths
 from vitlab.core.plugins import check_config_plugins
 from vitlab.core.restore import restoring_from_checkpoint
@@ -95,8 +97,8 @@ class VitlabSaveConfigCallback(SaveConfigCallback):
                 logger.experiment.config.update({"cli": config}, allow_val_change=True)
 
 
-class CheckpointMismatchError(ValueError):
-    """``--ckpt_path`` names a checkpoint of another class than the config's model."""
+class CheckpointMismatchError(CheckpointError, ValueError):
+    """``--ckpt_path`` names a checkpoint of another class than the config's model (a ``ValueError`` too)."""
 
 
 def _import_class(path: str | None) -> type | None:
@@ -408,6 +410,53 @@ def build_cli(args: ArgsType = None, run: bool = True) -> VitlabCLI:
     return VitlabCLI(args=args, run=run)
 
 
+# a negative number in scientific notation (-1e-3, -.5E+2, -inf): argparse takes "-1e-3" for an option
+_NEGATIVE_NUMBER = re.compile(r"^-(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$|^-(inf|infinity|nan)$", re.I)
+
+
+def _command_line(args: list[str]) -> list[str]:
+    """``args`` as the parser should see them: ``--traceback`` dropped, and an option followed by a negative
+    number (``--model.init_args.lr -1e-3``) joined into ``--key=-1e-3`` so the number stays its value."""
+    out: list[str] = []
+    i = 0
+    while i < len(args):
+        a = args[i]
+        if a == "--traceback":
+            i += 1
+            continue
+        if a.startswith("--") and "=" not in a and i + 1 < len(args) and _NEGATIVE_NUMBER.match(args[i + 1]):
+            out.append(f"{a}={args[i + 1]}")
+            i += 2
+            continue
+        out.append(a)
+        i += 1
+    return out
+
+
 def main(args: ArgsType = None) -> None:
-    """Entry point of the ``vitlab`` and ``lightning`` console scripts and of ``python -m vitlab.core``."""
-    build_cli(args)
+    """Entry point of the ``vitlab`` and ``lightning`` console scripts and of ``python -m vitlab.core``.
+
+    An expected failure (a :class:`~vitlab.core.errors.VitlabError`: bad checkpoint, no run to resume,
+    dataset format, class mismatch, non-finite loss, missing plugin, bad argument) prints one line and its
+    hint on stderr and exits with status 1; ``--traceback`` or ``VITLAB_DEBUG=1`` re-raises it with the
+    traceback. Any other exception is a bug and keeps its traceback.
+    """
+    given = [str(a) for a in (sys.argv[1:] if args is None else args)] \
+        if args is None or isinstance(args, (list, tuple)) else None
+    debug = show_traceback(given)
+    if given is not None:
+        parsed = _command_line(given)
+        if args is not None or parsed != given:
+            if args is None:  # sys.argv itself stays as typed (DDP re-runs it, and this joins it again)
+                warnings.filterwarnings("ignore", message=r".*LightningCLI's args parameter is intended.*")
+            args = parsed
+    try:
+        build_cli(args)
+    except Exception as err:
+        expected = expected_failure(err)
+        if expected is None or debug:
+            raise
+        sys.stdout.flush()
+        sys.stderr.write("".join(f"{line}\n" for line in format_error(expected)))
+        sys.stderr.flush()
+        raise SystemExit(1) from None

@@ -21,6 +21,8 @@ from typing import Any
 
 import yaml
 
+from vitlab.core.errors import VitlabError
+
 __all__ = ["PLUGIN_CLASSES", "MissingPluginError", "check_config_plugins", "missing_plugins"]
 
 #: vitlab package -> public class names a config may use as a short ``class_path``.
@@ -62,8 +64,16 @@ _SHORT_NAME = re.compile(r"^[A-Za-z_]\w*$")
 _CLASS_KEYS = re.compile(r"^--(?:[\w.]*\.)?class_path$|^--(?:model|data|optimizer|lr_scheduler)$")
 
 
-class MissingPluginError(SystemExit):
-    """A config names a class of a vitlab package that is not installed (exits with the message)."""
+class MissingPluginError(VitlabError, SystemExit):
+    """A config names a class of a vitlab package that is not installed (exits with the message).
+
+    Still a ``SystemExit`` whose ``code`` is the message, so an uncaught one prints it and exits 1 even
+    outside ``vitlab``'s own error report.
+    """
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.code = message
 
 
 def _installed(package: str) -> bool:

@@ -22,12 +22,14 @@ import os
 import re
 from pathlib import Path
 
+from vitlab.core.errors import VitlabError
+
 RUN_DIR_ENV = "VITLAB_RUN_DIR"
 _VERSION = re.compile(r"^version_(\d+)$")
 
 
-class RunFolderError(ValueError):
-    """A ``--ckpt_path`` that names no usable checkpoint."""
+class RunFolderError(VitlabError, ValueError):
+    """A ``--ckpt_path`` that names no usable checkpoint (one line from ``vitlab``; still a ``ValueError``)."""
 
 
 def _launcher_job_id() -> str | None:

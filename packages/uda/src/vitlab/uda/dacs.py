@@ -119,10 +119,14 @@ class UDASegmentation(VitlabModule):
         return {"": self.model}
 
     # -- optimisation -------------------------------------------------------------------------------
-    def configure_optimizers(self) -> dict[str, Any]:
+    def optimizer_param_groups(self) -> list[dict[str, Any]]:
+        """DAFormer's groups (10x head) plus :meth:`extra_param_groups`; a resumed run re-reads them."""
         groups = daformer_param_groups(self.model, self.lr, self.weight_decay, self.head_lr_mult, "head.")
-        groups += self.extra_param_groups()
-        optimizer = self.optimizer_factory(groups)
+        return groups + self.extra_param_groups()
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        self.check_optimization_args(self.lr)
+        optimizer = self.optimizer_factory(self.optimizer_param_groups())
         total = int(self.trainer.estimated_stepping_batches)
         fn = poly_warmup(total, self.warmup_steps, self.warmup_ratio, self.poly_power,
                          self.min_lr / self.lr if self.lr > 0 else 0.0)

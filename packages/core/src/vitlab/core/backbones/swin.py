@@ -123,14 +123,15 @@ class Swin(nn.Module):
         window_size: attention window (7).
         drop_path_rate: stochastic depth, linearly increasing over blocks (0.2 in MTLoRA).
         pretrained: ``True`` loads timm's ImageNet-1k weights (online), a path loads a local timm or official
-            Swin checkpoint (``swin_tiny_patch4_window7_224.pth``, keys mapped by timm's filter).
+            Swin checkpoint (``swin_tiny_patch4_window7_224.pth``, keys mapped by timm's filter); ``False`` or
+            ``None`` (``null``, as for the ViT) is a random initialisation.
         embed_dim, depths, num_heads: override the size (small test models).
 
     Attributes: ``dims`` (stage widths), ``out_channels`` (channels of :meth:`forward_stages`), ``strides``.
     """
 
     def __init__(self, size: str = "tiny", img_size: int | tuple[int, int] = 448, window_size: int = 7,
-                 drop_path_rate: float = 0.2, pretrained: bool | str = False, embed_dim: int | None = None,
+                 drop_path_rate: float = 0.2, pretrained: bool | str | None = False, embed_dim: int | None = None,
                  depths: Sequence[int] | None = None, num_heads: Sequence[int] | None = None) -> None:
         super().__init__()
         if size not in SWIN_SIZES:

@@ -9,6 +9,7 @@ and the backbone + tuner wiring of the downstream tasks.
 from __future__ import annotations
 
 import inspect
+import logging
 import math
 import os
 import random
@@ -23,10 +24,15 @@ from lightning.pytorch.core.mixins.hparams_mixin import _given_hyperparameters
 from lightning.pytorch.plugins.precision import MixedPrecision
 from torch import nn
 
+from vitlab.core.checkpoint_io import verify_checkpoint
+from vitlab.core.errors import ConfigError
 from vitlab.core.optim import make_adamw, param_groups, warmup_cosine_scheduler
 from vitlab.core.perf import compile_regions
 from vitlab.core.restore import restoring, restoring_from_checkpoint
 from vitlab.core.tuner import Tuner, count_parameters
+
+
+_log = logging.getLogger("vitlab")
 
 
 def _import_path(obj: Any) -> str | None:
@@ -123,6 +129,38 @@ class VitlabModule(LightningModule):
         self.min_lr = min_lr
         self.compile_model = compile
         self.compile_options = dict(compile_options or {})
+        self.check_optimization_args()
+
+    def check_optimization_args(self, lr: float | None = None) -> None:
+        """Refuse optimizer/schedule values that cannot train, naming the argument (:class:`ConfigError`).
+
+        Called at construction and again when the schedule is built, with the peak lr actually used
+        (pre-training derives it from ``base_lr``). A negative lr would climb the loss and exit 0.
+        """
+        lr = self.lr if lr is None else lr
+        name = type(self).__name__
+
+        def bad(key: str, value: Any, expected: str) -> ConfigError:
+            return ConfigError(f"{name}: model.init_args.{key} must be {expected}, got {value!r}")
+
+        def number(value: Any) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+        if not number(lr) or lr <= 0:
+            raise bad("lr", lr, "a finite number > 0 (the peak learning rate)")
+        if not number(self.weight_decay) or self.weight_decay < 0:
+            raise bad("weight_decay", self.weight_decay, "a finite number >= 0")
+        if self.layer_decay is not None and (not number(self.layer_decay) or not 0 < self.layer_decay <= 1):
+            raise bad("layer_decay", self.layer_decay, "null or a number in (0, 1]")
+        if not number(self.warmup_epochs) or self.warmup_epochs < 0:
+            raise bad("warmup_epochs", self.warmup_epochs, "a finite number >= 0")
+        if not isinstance(self.warmup_steps, int) or isinstance(self.warmup_steps, bool) or self.warmup_steps < 0:
+            raise bad("warmup_steps", self.warmup_steps, "an integer >= 0")
+        if not number(self.min_lr) or self.min_lr < 0:
+            raise bad("min_lr", self.min_lr, "a finite number >= 0")
+        if self.min_lr > lr:
+            raise ConfigError(f"{name}: model.init_args.min_lr {self.min_lr!r} is above the peak lr {lr!r}: "
+                              "the cosine would raise the learning rate; expected min_lr <= lr")
 
     def save_hparams(self, *module_args: str) -> None:
         """``save_hyperparameters`` that keeps checkpoints loadable both ways.
@@ -149,6 +187,8 @@ class VitlabModule(LightningModule):
     def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
         """Lightning's ``load_from_checkpoint``; backbones skip their ``pretrained`` file meanwhile (the
         checkpoint holds the weights, see :mod:`vitlab.core.restore`)."""
+        if isinstance(checkpoint_path, (str, os.PathLike)) and os.path.isfile(checkpoint_path):
+            verify_checkpoint(checkpoint_path)  # a file vitlab wrote must match its content hash
         with restoring_from_checkpoint():
             return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
@@ -171,6 +211,28 @@ class VitlabModule(LightningModule):
         """Per-prefix lr multipliers (e.g. a 10x head); none by default."""
         return None
 
+    def data_num_classes(self, datamodule: Any) -> int | None:
+        """How many classes the DataModule's targets for this module have (None: it does not say)."""
+        try:
+            value = getattr(datamodule, "num_classes", None)
+        except NotImplementedError:
+            return None
+        return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+    def check_num_classes(self, datamodule: Any) -> None:
+        """Refuse a module with fewer classes than its data: the loss would fail on the first label it
+        cannot index (``IndexError: Target 4 is out of bounds``) without naming either setting."""
+        ours = getattr(self, "num_classes", None)
+        if ours is None:
+            ours = self.hparams.get("num_classes") if hasattr(self, "hparams") else None
+        theirs = self.data_num_classes(datamodule) if datamodule is not None else None
+        if isinstance(ours, int) and theirs is not None and 0 < ours < theirs:
+            raise ConfigError(
+                f"{type(self).__name__}: model.init_args.num_classes is {ours} but the data has {theirs} classes "
+                f"({type(datamodule).__name__}.num_classes), so labels {ours}..{theirs - 1} would be out of bounds; "
+                f"expected model.init_args.num_classes >= {theirs}"
+            )
+
     # -- randomness: per-rank streams, exact resume ------------------------------------------------------
     def on_train_start(self) -> None:
         """Give every rank its own random stream, or put back the one a checkpoint saved.
@@ -181,6 +243,9 @@ class VitlabModule(LightningModule):
         saved in the checkpoint (rank 0's; other ranks fold their rank and the step in), so a run
         resumed from a mid-epoch checkpoint draws what the uninterrupted run would have drawn.
         """
+        if getattr(self, "_resumed_optimizers", False):
+            self._resumed_optimizers = False
+            self._apply_optimizer_overrides()
         rank = int(self.trainer.global_rank) if self._trainer is not None else 0
         saved = getattr(self, "_saved_rng_states", None)
         if saved is not None:
@@ -210,6 +275,69 @@ class VitlabModule(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._saved_rng_states = checkpoint.get("vitlab_rng_states")
+        self._resumed_optimizers = bool(checkpoint.get("optimizer_states"))
+        if self._resumed_optimizers and self._trainer is not None and self.trainer.state.fn == "fit":
+            self._check_optimizer_layout(checkpoint["optimizer_states"][0], checkpoint)
+
+    def _check_optimizer_layout(self, saved: dict[str, Any], checkpoint: dict[str, Any]) -> None:
+        """Refuse, before torch does with a size mismatch, a resume whose arguments regroup the parameters."""
+        try:
+            fresh = self.optimizer_param_groups()
+        except Exception:  # groups that need the trainer's data; torch still checks sizes when it restores
+            return
+        old = [len(g.get("params", ())) for g in saved.get("param_groups", ())]
+        new = [len(g["params"]) for g in fresh]
+        if old != new:
+            hp, now = checkpoint.get("hyper_parameters") or {}, dict(self.hparams)
+            changed = [f"{k} {hp[k]!r} -> {now[k]!r}" for k in sorted(set(hp) & set(now))
+                       if isinstance(now[k], (int, float, str, bool, type(None))) and hp[k] != now[k]]
+            raise ConfigError(
+                f"{type(self).__name__}: the checkpoint's optimizer holds {len(old)} parameter groups of sizes "
+                f"{old}, the current arguments build {len(new)} of sizes {new}"
+                + (f" ({', '.join(changed)})" if changed else "")
+                + ": its state cannot be resumed; expected the checkpoint's layer_decay, lr_scale, tuner and frozen "
+                "parts", hint="keep those arguments as trained, or start a new fit from the weights "
+                "(backbone.init_args.pretrained) without --ckpt_path")
+
+    def _apply_optimizer_overrides(self) -> None:
+        """After a resume, give the restored optimizers the lr and weight decay the current arguments ask for.
+
+        Lightning restores each param group's ``lr`` / ``initial_lr`` / ``weight_decay`` and the scheduler's
+        ``base_lrs`` from the checkpoint, so ``--ckpt_path last --model.init_args.lr 1e-5`` would keep the old
+        lr. Groups whose values changed get the new peak (layer-decay and lr-scale multipliers included, as
+        :meth:`optimizer_param_groups` computes them) at the schedule's current position; unchanged groups
+        are not touched, so a plain resume stays bit-exact.
+        """
+        if self._trainer is None or not self.trainer.optimizers:
+            return
+        fresh = self.optimizer_param_groups()
+        opt = self.trainer.optimizers[0]
+        if len(fresh) != len(opt.param_groups):
+            return
+        sched = next((c.scheduler for c in self.trainer.lr_scheduler_configs
+                      if getattr(c.scheduler, "optimizer", None) is opt), None)
+        changed = []
+        for i, (group, new) in enumerate(zip(opt.param_groups, fresh, strict=True)):
+            old_peak = group.get("initial_lr", group["lr"])
+            if new["lr"] != old_peak:
+                lambdas = getattr(sched, "lr_lambdas", None)
+                if lambdas is not None and callable(lambdas[i]):
+                    factor = lambdas[i](sched.last_epoch)
+                else:
+                    factor = group["lr"] / old_peak if old_peak else 1.0
+                group["lr"] = new["lr"] * factor
+                if "initial_lr" in group:
+                    group["initial_lr"] = new["lr"]
+                if sched is not None and i < len(getattr(sched, "base_lrs", ())):
+                    sched.base_lrs[i] = new["lr"]
+                    if i < len(getattr(sched, "_last_lr", ())):
+                        sched._last_lr[i] = group["lr"]
+                changed.append(f"lr {old_peak:.3g} -> {new['lr']:.3g}")
+            if "weight_decay" in group and new["weight_decay"] != group["weight_decay"]:
+                changed.append(f"weight_decay {group['weight_decay']:.3g} -> {new['weight_decay']:.3g}")
+                group["weight_decay"] = new["weight_decay"]
+        if changed and self.trainer.is_global_zero:
+            _log.info("vitlab: resumed optimizer takes the new arguments (%s)", "; ".join(sorted(set(changed))))
 
     # -- Lightning ---------------------------------------------------------------------------------
     #: show per-step training values in the progress bar. Off: Lightning converts every progress-bar
@@ -228,7 +356,10 @@ class VitlabModule(LightningModule):
     def configure_model(self) -> None:
         """With ``compile``: compile every transformer block and dense head in place
         (:func:`vitlab.core.perf.compile_regions`), so each code path that runs them — ``forward``,
-        ``forward_intermediates``, a method's encoder loop — runs compiled."""
+        ``forward_intermediates``, a method's encoder loop — runs compiled. First (every stage, right after
+        ``setup``): :meth:`check_num_classes` against the trainer's DataModule."""
+        if self._trainer is not None:
+            self.check_num_classes(getattr(self.trainer, "datamodule", None))
         if self.compile_model and not getattr(self, "_compiled", False):
             self.compiled_regions = compile_regions(self, **(self.compile_options or {}))
             self._compiled = True
@@ -244,11 +375,25 @@ class VitlabModule(LightningModule):
         warmup = int(round(self.warmup_epochs * per_epoch)) + int(self.warmup_steps)
         return total, warmup
 
-    def configure_optimizers(self) -> dict[str, Any]:
+    def check_schedule_length(self, total: int, warmup: int) -> None:
+        """Refuse a warm-up in epochs that is not shorter than ``trainer.max_epochs``: the lr would never
+        reach its peak. A run cut short by ``max_steps`` (a smoke test) may end inside its warm-up."""
+        max_epochs = self.trainer.max_epochs if self._trainer is not None else None
+        if self.warmup_epochs and max_epochs is not None and max_epochs > 0 and self.warmup_epochs >= max_epochs:
+            raise ConfigError(
+                f"{type(self).__name__}: model.init_args.warmup_epochs {self.warmup_epochs!r} is not shorter than "
+                f"trainer.max_epochs {max_epochs}: the learning rate would never reach its peak; expected "
+                "warmup_epochs < max_epochs"
+            )
+
+    def optimizer_param_groups(self) -> list[dict[str, Any]]:
+        """The optimizer's parameter groups (lr, weight decay, ``names``) for the current arguments; the
+        optimizer is built from them, and a resumed run re-reads them to apply changed values."""
         spec = self.layer_decay_spec() if self.layer_decay is not None else None
         if self.layer_decay is not None and spec is None:
-            raise ValueError(f"{type(self).__name__}: layer_decay is set but the module has no layer ids")
-        groups = param_groups(
+            raise ConfigError(f"{type(self).__name__}: model.init_args.layer_decay is set but the module has no "
+                              "layer ids; expected null")
+        return param_groups(
             self,
             lr=self.lr,
             weight_decay=self.weight_decay,
@@ -258,9 +403,13 @@ class VitlabModule(LightningModule):
             lr_scale=self.lr_scale(),
             decay_tokens=self.decay_tokens,
         )
-        optimizer = self.optimizer_factory(groups)
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        self.check_optimization_args(self.lr)
+        optimizer = self.optimizer_factory(self.optimizer_param_groups())
         self._allow_clipping(optimizer)
         total, warmup = self._steps()
+        self.check_schedule_length(total, warmup)
         sched = warmup_cosine_scheduler(optimizer, total, warmup, lr=self.lr, min_lr=self.min_lr)
         return {"optimizer": optimizer, "lr_scheduler": sched}
 

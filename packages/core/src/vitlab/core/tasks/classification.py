@@ -60,6 +60,14 @@ class ImageClassification(BackboneTask):
         self.val_metrics = MetricCollection(metrics, prefix="val/")
         self.test_metrics = self.val_metrics.clone(prefix="test/")
 
+    def data_num_classes(self, datamodule) -> int | None:
+        """Image-level classes. Scene DataModules (with ``modalities``) count pixel classes in
+        ``num_classes``; their image-label count is ``num_labels`` when they state it."""
+        if hasattr(datamodule, "modalities"):
+            value = getattr(datamodule, "num_labels", None)
+            return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+        return super().data_num_classes(datamodule)
+
     def forward(self, image: Tensor) -> Tensor:
         return self.head(self.backbone(image))
 
