@@ -18,7 +18,12 @@ counts, output folders and dataset sizes:
         xfail: "why it cannot fit yet"                      #   a known/unverified failure, reported as xfail
 
 A config without an entry fails :func:`test_every_config_has_an_entry`, so no config ships untested.
-Real-data recipes point at the tiny real-format fixtures under ``tests/data/``.
+Real-data recipes point at the tiny real-format fixtures under ``tests/data/``. The shared bases under
+``configs/_base/`` are not recipes: each recipe is read with the bases it names (``_base_``).
+
+Each fit also checks the run defaults the CLI supplies whatever a config lists: every checkpoint callback
+is vitlab's and its ``last.ckpt`` holds the final step, and the injected callbacks are there exactly once.
+The run's checkpoints are deleted after the checks (ViT-B-width models would fill the temporary folder).
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from __future__ import annotations
 import gc
 import inspect
 import os
+import sys
 import traceback
 from pathlib import Path
 
@@ -33,7 +39,11 @@ import pytest
 import torch
 import yaml
 
-from vitlab.core.cli import _import_class, build_cli, load_plugins
+from vitlab.core.callbacks import ModelCheckpoint, NonFiniteGuard, PlainProgressBar
+from vitlab.core.cli import VitlabSaveConfigCallback, _import_class, build_cli, load_plugins
+from vitlab.core.config_bases import BASE_KEY, config_chain, strip_base
+from vitlab.core.ddp import RankGuard
+from vitlab.core.preemption import PreemptionCheckpoint
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -50,7 +60,7 @@ def _registry() -> dict[str, dict]:
 
 
 def _configs() -> list[str]:
-    return sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml"))
+    return sorted(str(p.relative_to(CONFIGS)) for p in CONFIGS.rglob("*.yaml") if "_base" not in p.parts)
 
 
 ENTRIES = _registry()
@@ -65,7 +75,7 @@ def test_every_config_has_an_entry():
 
 def _data_spec(paths: list[Path]) -> tuple[type | None, dict]:
     cls, init = None, {}
-    for p in paths:
+    for p in [chained for path in paths for chained in config_chain(path)]:  # each file with its bases first
         data = (yaml.safe_load(p.read_text()) or {}).get("data") or {}
         if data.get("class_path"):
             cls = data["class_path"]
@@ -91,6 +101,10 @@ def _materialise(config: Path, spec: dict, tmp: Path) -> Path:
         if old not in text:
             raise AssertionError(f"{config}: {old!r} listed in tests/shipped but not in the config")
         text = text.replace(old, new)
+    bases = (yaml.safe_load(text) or {}).get(BASE_KEY)
+    if bases:  # the copy lives elsewhere: name the same base files by absolute path
+        bases = [bases] if isinstance(bases, str) else bases
+        text = f"{BASE_KEY}: {[str((config.parent / b).resolve()) for b in bases]}\n" + strip_base(text, config)
     out = tmp / config.name
     out.write_text(text)
     return out
@@ -142,7 +156,36 @@ def test_config_fits_as_shipped(name, tmp_path, monkeypatch):
     trainer, error = _fit(fit_args(name, tmp_path))
     if error:  # raised here, outside the except block, so the failed run's frames (and model) are freed
         pytest.fail(f"{name}: the fit raised\n{error}", pytrace=False)
+    try:
+        _check_run(name, trainer, tmp_path)
+    finally:
+        for ckpt in tmp_path.rglob("*.ckpt"):  # big for ViT-B widths: keep the suite's temp files small
+            ckpt.unlink()
+        os.environ.pop("VITLAB_RUN_DIR", None)
+        del trainer
+        gc.collect()  # sixty fits run in one process: each model must be gone before the next one is built
+
+
+def _injected(trainer) -> dict[type, int]:
+    """How many of each callback the CLI adds to every fit the trainer holds."""
+    bar = PlainProgressBar if trainer.progress_bar_callback is not None and not sys.stdout.isatty() else None
+    kinds = [NonFiniteGuard, PreemptionCheckpoint, RankGuard, VitlabSaveConfigCallback, *([bar] if bar else [])]
+    return {k: sum(isinstance(cb, k) for cb in trainer.callbacks) for k in kinds}
+
+
+def _check_run(name: str, trainer, tmp_path: Path) -> None:
     assert trainer.global_step == 2, f"{name}: stopped at step {trainer.global_step}"
+    counts = _injected(trainer)
+    assert set(counts.values()) == {1}, f"{name}: injected callbacks (each once): {counts}"
+    ckpt_cbs = trainer.checkpoint_callbacks
+    assert ckpt_cbs and all(type(cb) is ModelCheckpoint or isinstance(cb, ModelCheckpoint) for cb in ckpt_cbs), \
+        f"{name}: checkpoint callbacks {[type(cb).__qualname__ for cb in ckpt_cbs]} are not all vitlab's"
+    for cb in ckpt_cbs:
+        if cb.save_last:
+            last = Path(cb.last_model_path)
+            step = torch.load(last, map_location="cpu", mmap=True, weights_only=True)["global_step"]
+            assert step == trainer.global_step, f"{name}: {last.name} holds step {step}, fit ended at {trainer.global_step}"
+    assert any(cb.save_last for cb in ckpt_cbs), f"{name}: no checkpoint callback keeps last.ckpt"
     run = Path(trainer.default_root_dir)
     assert run.parent == tmp_path / "runs" and run.name == "version_0", run
     assert (run / "config.yaml").is_file(), f"{name}: no config.yaml in the run folder {run}"
@@ -154,9 +197,6 @@ def test_config_fits_as_shipped(name, tmp_path, monkeypatch):
         assert list(run.glob("wandb/offline-run-*")), f"{name}: no offline W&B run under {run}"
     stray = [p.name for p in tmp_path.iterdir() if p.name not in {"runs", "base"} and p.suffix != ".yaml"]
     assert not stray, f"{name}: wrote outside the run folder: {stray}"
-    os.environ.pop("VITLAB_RUN_DIR", None)
-    del trainer
-    gc.collect()  # sixty fits run in one process: each model must be gone before the next one is built
 
 
 def _fit(args: list[str]):
