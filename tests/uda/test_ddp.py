@@ -1,4 +1,5 @@
-"""DACS under DDP through Lightning (gloo, 2 CPU processes): student and EMA teacher agree across ranks."""
+"""DACS + MIC under spawned DDP through Lightning (gloo, 2 CPU processes): every tensor of the state (student,
+EMA teacher, BatchNorm running statistics) agrees across ranks."""
 
 from __future__ import annotations
 
@@ -19,9 +20,9 @@ class _Dump(pl.Callback):
         self.out = out
 
     def on_train_end(self, trainer, pl_module) -> None:
-        flat = lambda m: torch.cat([p.detach().flatten() for p in m.parameters()])  # noqa: E731
-        torch.save({"student": flat(pl_module.model), "teacher": flat(pl_module.teacher.teacher),
-                    "updates": int(pl_module.teacher.num_updates)}, self.out / f"rank{trainer.global_rank}.pt")
+        state = {k: v.detach().clone() for k, v in pl_module.state_dict().items()}
+        torch.save({"state": state, "updates": int(pl_module.teacher.num_updates)},
+                   self.out / f"rank{trainer.global_rank}.pt")
 
 
 def test_dacs_ranks_agree(tmp_path):
@@ -38,5 +39,6 @@ def test_dacs_ranks_agree(tmp_path):
     trainer.fit(model, dm)
     r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in (0, 1))
     assert r0["updates"] == r1["updates"] == 2
-    torch.testing.assert_close(r0["student"], r1["student"], rtol=0, atol=0)
-    torch.testing.assert_close(r0["teacher"], r1["teacher"], rtol=0, atol=0)
+    assert any(k.endswith("running_mean") for k in r0["state"]), "the DAFormer head has BatchNorm"
+    differ = [k for k, v in r0["state"].items() if not torch.equal(v, r1["state"][k])]
+    assert not differ, f"{len(differ)} of {len(r0['state'])} tensors differ between ranks: {differ[:8]}"

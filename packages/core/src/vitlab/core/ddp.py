@@ -5,11 +5,14 @@ Gradients are averaged over ranks, so parameters stay equal by themselves; three
 * **Normalisation running statistics.** Each rank's BatchNorm sees its own batch, so ``running_mean`` /
   ``running_var`` drift apart (DDP re-broadcasts rank 0's buffers only at the start of a forward in automatic
   optimisation, never in manual optimisation), and the final weights, validation and checkpoints depend on
-  the rank. :class:`RankGuard` averages them over the ranks after every training batch: means of equal-sized
-  per-rank batches average to exactly the running mean of the global batch, which rank 0's copy alone is not.
-  SyncBatchNorm is not used: torch has no CPU (gloo) kernel for it, and it changes the training forward itself
-  (one collective per BN layer per forward and backward); per-rank batch statistics are what the papers'
-  single-GPU recipes (DAFormer, InvPT decoders) use.
+  the rank. :class:`RankGuard` averages them over the ranks after every training batch: for equal-sized
+  per-rank batches the averaged ``running_mean`` is exactly the global batch's, and the averaged
+  ``running_var`` is the mean of the per-rank variances, i.e. of the statistics each rank normalised with
+  (rank 0's copy alone is neither). SyncBatchNorm is not used: torch refuses CPU tensors in it (no gloo
+  runs), and it changes the training forward itself (one collective per BN layer per forward and
+  backward); per-rank batch statistics are what the papers' single-GPU recipes (DAFormer, InvPT decoders)
+  use. With ``--trainer.sync_batchnorm true`` on GPUs the averaging leaves the (already equal) statistics
+  as they are.
 * **Several backward passes per step that each reach part of the model** (manual optimisation with two
   networks, CLDA): DDP's reducer expects every backward to produce a gradient for every parameter and stops at
   the second one. :func:`local_backward` keeps the reducer out of a backward pass and
@@ -163,9 +166,14 @@ class RankGuard(Callback):
         if trainer.world_size > 1 and trainer.local_rank > 0 and type(env) is LightningEnvironment:
             self._parent_pid = os.getppid()
 
+    def acting(self, trainer: Trainer) -> bool:
+        """Only the first RankGuard of a trainer acts, so a run has one whatever lists another (a config beside
+        the CLI's, for a module that is no :class:`~vitlab.core.tasks.base.VitlabModule`)."""
+        return next((c for c in trainer.callbacks if isinstance(c, RankGuard)), self) is self
+
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if world_size() == 1:
+        if world_size() == 1 or not self.acting(trainer):
             return
         if self._stats is None or self._stats_of != id(pl_module):
             self._stats, self._stats_of = norm_running_stats(pl_module), id(pl_module)
@@ -173,7 +181,7 @@ class RankGuard(Callback):
 
     # -- a rank died -------------------------------------------------------------------------------------
     def on_exception(self, trainer: Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        if trainer.world_size <= 1 or isinstance(exception, KeyboardInterrupt):
+        if trainer.world_size <= 1 or isinstance(exception, KeyboardInterrupt) or not self.acting(trainer):
             return
         message = self.describe_failure(trainer, exception)
         if message:

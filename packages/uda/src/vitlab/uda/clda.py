@@ -47,6 +47,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vitlab.core.ddp import all_reduce_mean_
 from vitlab.uda import transforms as T
 from vitlab.uda.dacs import DACS
 from vitlab.uda.model import (
@@ -185,6 +186,7 @@ class CLDA(DACS):
             return [p.detach().abs().float() for p in ps]
         grads = torch.autograd.grad(loss, ps, allow_unused=True)
         grads = [torch.zeros_like(p) if g is None else g for p, g in zip(ps, grads, strict=True)]
+        all_reduce_mean_(grads)  # the global batch's gradient: every DDP rank scores (and picks) the same layers
         if self.saliency == "grad":
             return [g.abs().float() for g in grads]
         return [(p.detach() * g).abs().float() for p, g in zip(ps, grads, strict=True)]
@@ -317,6 +319,7 @@ class CLDA(DACS):
                 if n not in ns_names:
                     p.grad = None
         self._teacher_saliency(xs, ys, xt, pl_t, pw_t, step)
+        self.sync_gradients()
         opt.optimizer.step()  # the teacher's update (student grads are None, so it is untouched)
         for p in self.model.parameters():
             p.grad = None
@@ -341,8 +344,7 @@ class CLDA(DACS):
             self.manual_backward(loss_kd)
             s_logs["student/loss_kd"] = loss_kd.detach()
         self._student_saliency(xs, ys, xt, pl_s, pw_s, step)
-        opt.step()
-        sched.step()
+        self._optimizer_step(opt, sched)
         if self.collaborate and (step + 1) % self.recompute_every == 0:
             self.recompute_lsr()
         logs.update(s_logs)

@@ -36,7 +36,8 @@ from lightning.pytorch.cli import OptimizerCallable
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
-from vitlab.core.tasks.base import VitlabModule
+from vitlab.core.ddp import all_reduce_gradients, local_backward
+from vitlab.core.tasks import VitlabModule
 from vitlab.uda import transforms as T
 from vitlab.uda.data import CLASS_NAMES, SYNTHIA13_CLASSES, SYNTHIA_CLASSES
 from vitlab.uda.metrics import SubsetMeanIoU
@@ -135,7 +136,18 @@ class UDASegmentation(VitlabModule):
     def extra_param_groups(self) -> list[dict[str, Any]]:
         return []
 
+    def manual_backward(self, loss: Tensor, *args: Any, **kwargs: Any) -> None:
+        """Backward without DDP's reducer: a step's backward passes (CLDA's reach one network each) add up
+        locally and :meth:`sync_gradients` averages them once per optimizer step (:mod:`vitlab.core.ddp`)."""
+        with local_backward(self):
+            super().manual_backward(loss, *args, **kwargs)
+
+    def sync_gradients(self) -> None:
+        """Average the gradients present over the DDP ranks (call before every optimizer step)."""
+        all_reduce_gradients(self.parameters())
+
     def _optimizer_step(self, opt, sched) -> None:
+        self.sync_gradients()
         opt.step()
         sched.step()
 

@@ -326,6 +326,8 @@ class VitlabModule(LightningModule):
                 else:
                     factor = group["lr"] / old_peak if old_peak else 1.0
                 group["lr"] = new["lr"] * factor
+                if "lr_scale" in new:
+                    group["lr_scale"] = new["lr_scale"]
                 if "initial_lr" in group:
                     group["initial_lr"] = new["lr"]
                 if sched is not None and i < len(getattr(sched, "base_lrs", ())):
@@ -352,6 +354,15 @@ class VitlabModule(LightningModule):
                 and self._trainer is not None and self.trainer.training):
             prog_bar = False
         super().log(name, value, prog_bar, *args, **kwargs)
+
+    def setup(self, stage: str) -> None:
+        """Attach :class:`vitlab.core.ddp.RankGuard` to the trainer (once, first): under DDP every rank ends
+        each step with the same normalisation statistics and a dead rank is named, for every method and any
+        Trainer, not only the CLI's."""
+        if self._trainer is not None:
+            from vitlab.core.ddp import attach_rank_guard
+
+            attach_rank_guard(self.trainer)
 
     def configure_model(self) -> None:
         """With ``compile``: compile every transformer block and dense head in place
