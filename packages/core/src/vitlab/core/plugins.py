@@ -44,8 +44,8 @@ PLUGIN_CLASSES: dict[str, frozenset[str]] = {
     }),
     "mtl": frozenset({
         "CSAMHead", "DepthRMSE", "Downsampler", "EdgeLossProxy", "GCA", "HighResolutionHead", "MTLoRA",
-        "MTLoRALinear", "MTLoRASwin", "MeanIoU", "MultiTaskFineTune", "MultiTaskLoss", "MultiTaskModule",
-        "MultiTaskTransform", "NYUDMT", "NYUDMTDataModule", "NormalsMetric", "PASCALContextMT",
+        "MTLoRALinear", "MTLoRASwin", "MeanIoU", "MultiTaskDataModule", "MultiTaskFineTune", "MultiTaskLoss",
+        "MultiTaskModule", "MultiTaskTransform", "NYUDMT", "NYUDMTDataModule", "NormalsMetric", "PASCALContextMT",
         "PASCALContextMTDataModule", "SCAEncoder", "SCAMTL", "SaliencyMetric",
         "SyntheticMultiTaskDataModule", "TADFormer", "TADFormerSwin", "TALinear", "TaskDecoder",
     }),
