@@ -110,3 +110,24 @@ def test_slurm_job_id_of_array_tasks():
     assert slurm_job_id({"SLURM_JOB_ID": "78", "SLURM_ARRAY_JOB_ID": "70", "SLURM_ARRAY_TASK_ID": "3"}) == "70_3"
     assert slurm_job_id({"SLURM_JOB_ID": "7; rm -rf /"}) is None
     assert slurm_job_id({}) is None
+
+
+def test_requeue_follows_lightning_auto_requeue_setting(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from lightning.fabric.plugins.environments import LightningEnvironment, SLURMEnvironment
+
+    from vitlab.core.preemption import PreemptionCheckpoint
+
+    calls = tmp_path / "scontrol.calls"
+    fake = tmp_path / "scontrol"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> "{calls}"\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setenv("SLURM_JOB_ID", "99")
+    for env, expected in [(SLURMEnvironment(auto_requeue=False), None), (LightningEnvironment(), "99")]:
+        trainer = SimpleNamespace(_accelerator_connector=SimpleNamespace(cluster_environment=env))
+        cb = PreemptionCheckpoint()
+        cb._requeue(trainer)
+        assert cb.requeued == expected, env
+    assert calls.read_text() == "requeue 99\n"
