@@ -94,8 +94,8 @@ def test_command_line_model_overrides_apply_with_ckpt_path(tmp_path, monkeypatch
     plain = build_cli(args("validate", root, "quickstart.yaml", "--ckpt_path", ckpt))
     assert plain.model.min_lr == pytest.approx(1e-6)  # from the checkpoint, not the config file (1e-5)
     monkeypatch.delenv("VITLAB_RUN_DIR")
-    over = build_cli(args("validate", root, "quickstart.yaml", "--ckpt_path", ckpt, "--model.init_args.min_lr", "0.25"))
-    assert over.model.min_lr == pytest.approx(0.25)
+    over = build_cli(args("validate", root, "quickstart.yaml", "--ckpt_path", ckpt, "--model.init_args.min_lr", "2.5e-4"))
+    assert over.model.min_lr == pytest.approx(2.5e-4)
 
 
 def test_a_diverging_run_fails_loudly_and_writes_no_nan_checkpoint(tmp_path):
@@ -158,9 +158,9 @@ def test_guard_names_the_first_bad_step():
 
 
 def test_last_checkpoint_is_the_latest_even_when_the_metric_does_not_improve(tmp_path):
-    # lr 0: val/mIoU never improves after epoch 0, so Lightning's own save_last would stay at epoch 0
+    # lr 1e-20 (0 is refused): val/mIoU never improves after epoch 0, so Lightning's own save_last would stay at epoch 0
     cli = build_cli(args("fit", tmp_path / "runs", "quickstart.yaml", "--trainer.max_epochs", "3",
-                         "--model.init_args.lr", "0.0", "--model.init_args.min_lr", "0.0"))
+                         "--model.init_args.lr", "1e-20", "--model.init_args.min_lr", "0.0"))
     last = Path(cli.trainer.default_root_dir) / "checkpoints" / "last.ckpt"
     assert torch.load(last, map_location="cpu", weights_only=True)["global_step"] == cli.trainer.global_step == 12
 
