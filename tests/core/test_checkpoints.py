@@ -125,24 +125,31 @@ def _groups(cli) -> tuple[list[dict], object]:
     return opt.param_groups, sched
 
 
-def test_lr_given_with_ckpt_path_reaches_the_restored_optimizer_and_schedule(tmp_path, monkeypatch):
+@pytest.mark.parametrize("override", [
+    ["--model.init_args.lr", "1e-5", "--model.init_args.min_lr", "0", "--model.init_args.weight_decay", "0.01"],
+    ["--model.init_args.layer_decay", "0.75"],
+], ids=["lr-and-weight-decay", "layer-decay"])
+def test_optimiser_arguments_given_with_ckpt_path_reach_the_restored_optimizer_and_schedule(override, tmp_path,
+                                                                                           monkeypatch):
     root = tmp_path / "runs"
     decay = ["--model.init_args.layer_decay", "0.5", "--model.init_args.warmup_epochs", "0"]
     build_cli(cli_args("fit", root, "--trainer.max_steps", "2", *decay))
     monkeypatch.delenv("VITLAB_RUN_DIR")
-    resumed = build_cli(cli_args("fit", root, "--trainer.max_steps", "3", "--ckpt_path", "last", *decay,
-                                 "--model.init_args.lr", "1e-5", "--model.init_args.min_lr", "0",
-                                 "--model.init_args.weight_decay", "0.01"))
-    assert resumed.model.lr == pytest.approx(1e-5)
+    resumed = build_cli(cli_args("fit", root, "--trainer.max_steps", "3", "--ckpt_path", "last", *decay, *override))
+    model = resumed.model
     groups, sched = _groups(resumed)
-    scales = sorted({g["lr_scale"] for g in groups})
-    assert len(scales) > 2, "layer decay gives several multipliers"
-    for i, g in enumerate(groups):  # the peak of every group: the new lr times its layer-decay multiplier
-        assert g["initial_lr"] == pytest.approx(1e-5 * g["lr_scale"], rel=1e-9)
-        assert sched.base_lrs[i] == pytest.approx(1e-5 * g["lr_scale"], rel=1e-9)
+    fresh = model.optimizer_param_groups()  # what the current arguments ask for, multipliers included
+    assert len({g["lr_scale"] for g in groups}) > 2, "layer decay gives several multipliers"
+    for i, (g, want) in enumerate(zip(groups, fresh, strict=True)):
+        assert g["initial_lr"] == pytest.approx(want["lr"], rel=1e-9) == pytest.approx(model.lr * want["lr_scale"])
+        assert sched.base_lrs[i] == pytest.approx(want["lr"], rel=1e-9)
         assert g["lr"] == pytest.approx(sched.base_lrs[i] * sched.lr_lambdas[i](sched.last_epoch), rel=1e-9)
-        assert g["weight_decay"] in (0.0, pytest.approx(0.01))
+        assert g["weight_decay"] == pytest.approx(want["weight_decay"])
     assert sched.last_epoch == 3
+    if "--model.init_args.lr" in override:
+        assert model.lr == pytest.approx(1e-5) and max(g["weight_decay"] for g in groups) == pytest.approx(0.01)
+    else:
+        assert min(g["lr_scale"] for g in groups) == pytest.approx(0.75 ** 3)  # depth 2: embeddings at 0.75^3
 
 
 def test_a_resume_whose_arguments_regroup_the_parameters_is_refused(tmp_path, monkeypatch):

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from vitlab.core import errors
@@ -39,7 +40,7 @@ def cli_args(sub: str, root: Path, *extra: str, config: Path = QUICKSTART) -> li
 @pytest.fixture(autouse=True)
 def _fresh_env(monkeypatch):
     monkeypatch.delenv("VITLAB_RUN_DIR", raising=False)
-    monkeypatch.delenv(errors.DEBUG_ENV, raising=False)
+    monkeypatch.delenv("VITLAB_DEBUG", raising=False)
 
 
 def run_main(argv: list[str], capfd) -> tuple[int, list[str]]:
@@ -163,7 +164,7 @@ def test_traceback_on_request_in_process(tmp_path, capfd, monkeypatch):
 
     with pytest.raises(RunFolderError):
         main(cli_args("fit", tmp_path / "none", "--ckpt_path", "last", "--traceback"))
-    monkeypatch.setenv(errors.DEBUG_ENV, "1")
+    monkeypatch.setenv("VITLAB_DEBUG", "1")
     with pytest.raises(RunFolderError):
         main(cli_args("fit", tmp_path / "none", "--ckpt_path", "last"))
 
@@ -173,14 +174,14 @@ def test_the_vitlab_command_prints_one_line_and_exits_1(tmp_path, how):
     """The console script itself: no traceback unless asked for."""
     empty = tmp_path / "empty.ckpt"
     empty.write_bytes(b"")
-    env = {k: v for k, v in os.environ.items() if k not in ("VITLAB_RUN_DIR", errors.DEBUG_ENV)}
+    env = {k: v for k, v in os.environ.items() if k not in ("VITLAB_RUN_DIR", "VITLAB_DEBUG")}
     env.update(OMP_NUM_THREADS="1", WANDB_MODE="offline")
     cmd = [str(Path(sys.executable).with_name("vitlab")), "validate", "--config", str(QUICKSTART),
            "--trainer.default_root_dir", str(tmp_path / "runs"), "--ckpt_path", str(empty)]
     if how == "--traceback":
         cmd.append("--traceback")
     elif how == "VITLAB_DEBUG=1":
-        env[errors.DEBUG_ENV] = "1"
+        env["VITLAB_DEBUG"] = "1"
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 1, proc.stderr[-2000:]
@@ -204,16 +205,25 @@ def test_a_negative_number_after_a_space_is_a_value(tmp_path, capfd):
     assert "got -0.001" in lines[0]
 
 
-def test_swin_accepts_pretrained_null_like_the_vit():
+class _Task:  # how every task module takes its backbone
+    def __init__(self, backbone: nn.Module) -> None:
+        self.backbone = backbone
+
+
+@pytest.mark.parametrize("value", ["null", "None"])
+def test_swin_accepts_pretrained_null_like_the_vit(value):
     from jsonargparse import ArgumentParser
 
     from vitlab.core.backbones.swin import Swin
 
     parser = ArgumentParser()
-    parser.add_class_arguments(Swin, "swin")
-    cfg = parser.parse_object({"swin": {"pretrained": None, "embed_dim": 16, "depths": [1, 1, 1, 1],
-                                        "num_heads": [1, 1, 1, 1], "img_size": 64}})
-    swin = parser.instantiate_classes(cfg).swin
+    parser.add_class_arguments(_Task, "model")
+    cfg = parser.parse_args(["--model.backbone", "vitlab.core.backbones.swin.Swin",
+                             "--model.backbone.init_args.pretrained", value,
+                             "--model.backbone.init_args.embed_dim", "16", "--model.backbone.init_args.img_size", "64",
+                             "--model.backbone.init_args.depths", "[1, 1, 1, 1]",
+                             "--model.backbone.init_args.num_heads", "[1, 1, 1, 1]"])
+    swin = parser.instantiate(cfg).model.backbone
     assert isinstance(swin, Swin)
 
 

@@ -134,6 +134,8 @@ class Swin(nn.Module):
                  drop_path_rate: float = 0.2, pretrained: bool | str | None = False, embed_dim: int | None = None,
                  depths: Sequence[int] | None = None, num_heads: Sequence[int] | None = None) -> None:
         super().__init__()
+        if isinstance(pretrained, str) and pretrained.strip().lower() in ("", "none", "null"):
+            pretrained = None  # `--...pretrained None` reaches here as the string 'None'; it means no weights
         if size not in SWIN_SIZES:
             raise ValueError(f"Swin: size must be one of {sorted(SWIN_SIZES)}, got {size!r}")
         name, c0, d, h = SWIN_SIZES[size]
