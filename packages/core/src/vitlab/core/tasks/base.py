@@ -31,7 +31,6 @@ from vitlab.core.perf import compile_regions
 from vitlab.core.restore import restoring, restoring_from_checkpoint
 from vitlab.core.tuner import Tuner, count_parameters
 
-
 _log = logging.getLogger("vitlab")
 
 
