@@ -281,10 +281,6 @@ def _palette_to_grey(im: Image.Image, p: Path, what: str) -> np.ndarray:
     return pal[:, 0][idx]
 
 
-SCALED_PNG = FormatContract("single-channel 8/16-bit ground-truth image", container="image", bit_depth=(8, 16),
-                            channels=(1,))
-
-
 def scaled_contract(name: str, bit_depth: int | None = None, value_range: tuple[float, float] | None = None,
                     allowed_values: Sequence[int] | None = None, min_peak: int | None = None,
                     invalid_value: int | None = None, container: str = "image") -> FormatContract:
@@ -294,6 +290,10 @@ def scaled_contract(name: str, bit_depth: int | None = None, value_range: tuple[
                           allowed=None if allowed_values is None else tuple(int(v) for v in allowed_values),
                           ignore_index=invalid_value, ignore_name="invalid", min_peak=min_peak,
                           warn_empty=invalid_value is not None)
+
+
+#: what :func:`read_png_scaled` enforces with its defaults (0 = invalid)
+SCALED_PNG = scaled_contract("single-channel 8/16-bit ground-truth image", invalid_value=0)
 
 
 @declares(SCALED_PNG, scale=1.0)
