@@ -35,8 +35,9 @@ KNOWN_BROKEN = {
     "stereo/quickstart.yaml": "StereoMatching leaves BinocularViT's CroCo pre-training parts (mask_token, "
                               "prediction_head) trainable but never uses them: DDP stops at step 2 (unused parameters)",
 }
-#: small batches for every config: 3 steps of batch 2 per rank, one validation batch
-SMALL = ["--data.init_args.batch_size", "2", "--data.init_args.train_samples", "12",
+#: small batches for every config: batch 2 per rank, 2 steps an epoch, so epoch-based configs validate
+#: (one batch) after step 2 and then train one more step: nothing after it re-broadcasts rank 0's buffers
+SMALL = ["--data.init_args.batch_size", "2", "--data.init_args.train_samples", "8",
          "--data.init_args.val_samples", "4", "--data.init_args.num_workers", "0"]
 TINY_VIT = ["--model.init_args.backbone.init_args.embed_dim", "32", "--model.init_args.backbone.init_args.depth", "2",
             "--model.init_args.backbone.init_args.num_heads", "2", "--model.init_args.backbone.init_args.img_size", "32",
