@@ -28,8 +28,7 @@ from lightning.pytorch import Callback, Trainer, seed_everything
 
 from vitlab.core import DepthEstimation, SemanticSegmentation, ViT
 from vitlab.core.backbones import save_checkpoint
-from vitlab.core.data import SyntheticScenesDataModule
-from vitlab.core.data import NUM_CLASSES, NUM_PARTS
+from vitlab.core.data import NUM_CLASSES, NUM_PARTS, SyntheticScenesDataModule
 from vitlab.peft import VPT, Adapter, AdaptFormer, BitFit, FullFineTune, LinearProbe, LoRA, iConFormer
 
 TUNERS = {

@@ -14,7 +14,6 @@ from lightning.pytorch import Trainer
 from PIL import Image
 
 from vitlab.core import DepthEstimation, SemanticSegmentation, ViT
-from vitlab.core.data.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from vitlab.core.data import (
     VALID_KEY,
     ADE20KDataModule,
@@ -29,6 +28,7 @@ from vitlab.core.data import (
     rescale_size,
     resize_sample,
 )
+from vitlab.core.data.constants import IGNORE_INDEX, IMAGENET_MEAN, IMAGENET_STD
 from vitlab.core.data.io import DatasetFormatError, read_label_png
 
 DATA = Path(__file__).resolve().parents[1] / "data"

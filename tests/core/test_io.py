@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vitlab.core.data import io as vio
 from vitlab.core.data import colormaps as vcm
+from vitlab.core.data import io as vio
 from vitlab.core.data.io import DatasetFormatError
 
 DATA = Path(__file__).resolve().parents[1] / "data"

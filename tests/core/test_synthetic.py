@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 
-from vitlab.core.data.constants import IMAGENET_MEAN, IMAGENET_STD
 from vitlab.core.data import (
     CLASS_NAMES,
     MODALITIES,
@@ -15,6 +14,7 @@ from vitlab.core.data import (
     SyntheticScenes,
     SyntheticScenesDataModule,
 )
+from vitlab.core.data.constants import IMAGENET_MEAN, IMAGENET_STD
 
 H, W = 64, 96
 
