@@ -100,7 +100,7 @@ def _tiny_fit(tmp_path, callbacks=()):
                                  head="linear")
     dm = SyntheticScenesDataModule(modalities=["image", "semantic"], size=32, batch_size=2, train_samples=2,
                                    val_samples=2, num_workers=0)
-    trainer = Trainer(accelerator="cpu", max_steps=1, logger=False, enable_checkpointing=False,
+    trainer = Trainer(accelerator="cpu", max_steps=1, enable_checkpointing=False,
                       enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
                       callbacks=list(callbacks), default_root_dir=tmp_path)
     trainer.fit(model, dm)

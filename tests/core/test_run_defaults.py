@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "core" / "quickstart.yaml"
 
 TINY = [
-    "--trainer.accelerator", "cpu", "--trainer.logger", "false", "--trainer.enable_model_summary", "false",
+    "--trainer.accelerator", "cpu", "--trainer.enable_model_summary", "false",
     "--trainer.num_sanity_val_steps", "0", "--trainer.limit_val_batches", "2", "--trainer.log_every_n_steps", "1",
     "--model.init_args.backbone.init_args.embed_dim", "48", "--model.init_args.backbone.init_args.depth", "2",
     "--model.init_args.backbone.init_args.num_heads", "3", "--model.init_args.backbone.init_args.img_size", "32",
