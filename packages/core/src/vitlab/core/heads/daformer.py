@@ -6,6 +6,13 @@ depthwise-separable ASPP fuses the context: one 1x1 branch (conv-BN-ReLU) and on
 dilation (3x3 depthwise conv-BN-ReLU then 1x1 conv-BN-ReLU), no image-pooling branch; the branches are
 concatenated and a 3x3 conv-BN-ReLU bottleneck returns to ``embed_dim``. Dropout 0.1 and a 1x1 classifier
 give logits at stride 4.
+
+Initialisation (``init``): ``"mmcv"`` (default) follows the official code, where every conv-BN-ReLU is an mmcv
+``ConvModule`` that initialises its conv with ``kaiming_normal_(mode="fan_out", nonlinearity="relu")`` and
+zero bias, and its BN with weight 1 and bias 0; the embedding linears keep PyTorch's default and the
+classifier (mmseg ``conv_seg``) is N(0, 0.01) with zero bias. ``"pytorch"`` keeps PyTorch's default init
+for the convs (kaiming-uniform with a = sqrt(5) on fan_in: about 5x smaller ASPP/bottleneck weights and 13x
+larger depthwise ones). The head trains from scratch in every UDA method, so the default matters.
 """
 
 from __future__ import annotations
@@ -16,13 +23,27 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["DAFormerHead", "DepthwiseSeparableASPP"]
+__all__ = ["DAFormerHead", "DepthwiseSeparableASPP", "HEAD_INITS"]
+
+#: initialisation schemes of the conv-BN-ReLU units (see the module docstring)
+HEAD_INITS = ("mmcv", "pytorch")
 
 
 def _conv_bn_relu(cin: int, cout: int, k: int, dilation: int = 1, groups: int = 1) -> nn.Sequential:
     pad = dilation * (k // 2)
     return nn.Sequential(nn.Conv2d(cin, cout, k, padding=pad, dilation=dilation, groups=groups, bias=False),
                          nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
+
+
+def _mmcv_conv_module_init(m: nn.Module) -> None:
+    """mmcv ``ConvModule.init_weights`` for a ReLU unit: kaiming-normal (fan_out) conv, BN weight 1 / bias 0."""
+    if isinstance(m, nn.Conv2d):
+        nn.init.kaiming_normal_(m.weight, a=0, mode="fan_out", nonlinearity="relu")
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+    elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+        nn.init.ones_(m.weight)
+        nn.init.zeros_(m.bias)
 
 
 class DepthwiseSeparableASPP(nn.Module):
@@ -54,19 +75,25 @@ class DAFormerHead(nn.Module):
             suits small students).
         dilations: ASPP dilations.
         dropout: dropout before the classifier.
+        init: ``"mmcv"`` (official ``ConvModule`` kaiming-normal fan_out init, default) or ``"pytorch"``
+            (PyTorch's default conv init); see the module docstring.
 
     ``forward(features, image_size=None)``: logits ``(B, num_classes, H/4, W/4)`` (the size of the first
     map), or bilinearly resized to ``image_size`` when given.
     """
 
     def __init__(self, in_channels: Sequence[int], num_classes: int, embed_dim: int = 256,
-                 dilations: Sequence[int] = (1, 6, 12, 18), dropout: float = 0.1) -> None:
+                 dilations: Sequence[int] = (1, 6, 12, 18), dropout: float = 0.1, init: str = "mmcv") -> None:
         super().__init__()
+        if init not in HEAD_INITS:
+            raise ValueError(f"DAFormerHead: init must be one of {HEAD_INITS}, got {init!r}")
         self.in_channels = [int(c) for c in in_channels]
         self.embed = nn.ModuleList(nn.Linear(c, embed_dim) for c in self.in_channels)
         self.fuse = DepthwiseSeparableASPP(embed_dim * len(self.in_channels), embed_dim, dilations)
         self.dropout = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
         self.classifier = nn.Conv2d(embed_dim, num_classes, 1)
+        if init == "mmcv":
+            self.fuse.apply(_mmcv_conv_module_init)
         nn.init.normal_(self.classifier.weight, 0.0, 0.01)
         nn.init.zeros_(self.classifier.bias)
 
