@@ -1,0 +1,77 @@
+"""TADFormer against the official code (``tests/data/golden/tadformer``, Min100KM/TADFormer@1f53b9f): per-stage
+task features and decoder outputs of a tiny model with stored weights, in the three variants (paper's dynamic
+filter, released static filter, and the cleaned forward), and the official trainable-parameter counts."""
+
+import pytest
+import torch
+
+from vitlab.core import Swin
+from vitlab.mtl import TADFormer
+from vitlab.mtl.tadformer import official_parameter_count
+
+from ._golden import load, to_vitlab, unpack
+
+GOLD = load("tadformer")
+DATA = GOLD["data"]
+
+
+
+def assert_close(mine, ref, msg):
+    """float32 on both sides with identical float16-rounded weights; only the summation order differs, so the
+    bound is relative to the tensor's scale (the last stage of these random weights reaches ~70)."""
+    err, scale = (mine - ref).abs().max().item(), ref.abs().max().item()
+    assert err <= 1e-5 * (scale + 1), f"{msg}: max abs diff {err:.3g} at scale {scale:.3g}"
+
+
+def build(variant: str) -> TADFormer:
+    sw = DATA["swin"]
+    swin = Swin(img_size=sw["img_size"], window_size=sw["window_size"], embed_dim=sw["embed_dim"],
+                depths=sw["depths"], num_heads=sw["num_heads"], drop_path_rate=0.0)
+    return TADFormer(swin, DATA["tasks"], rank=DATA["rank"], num_outputs=DATA["num_outputs"], head_widths=[4] * 4,
+                     task_filter="static" if variant == "static" else "dynamic",
+                     mode="clean" if variant == "clean" else "official")
+
+
+@pytest.mark.parametrize("variant", ["dynamic", "static", "clean"])
+def test_forward_equals_official(variant):
+    model = build(variant).eval()
+    state = unpack(DATA["cases"]["dynamic"]["state"])
+    if variant == "static":
+        state = {k: v for k, v in state.items() if "lora_filter" not in k} | unpack(DATA["cases"]["static"]["filters"])
+    missing, unexpected = model.load_state_dict(to_vitlab(state, model), strict=False)
+    assert not unexpected and all(k.endswith(("lora_merged", "num_batches_tracked")) for k in missing), missing
+    image = DATA["image"].float()
+    with torch.no_grad():
+        feats = model.encode(image)
+        outs = model(image)
+    case = DATA["cases"][variant]
+    for t in DATA["tasks"]:
+        for s, (mine, ref) in enumerate(zip(feats[t], case["features"][t])):
+            mine = mine.flatten(2).transpose(1, 2)  # official (B, h·w, C)
+            assert_close(mine, ref, f"{variant} {t} features, stage {s}")
+        assert_close(outs[t][..., ::4, ::4], case["outputs"][t], f"{variant} {t} outputs")
+
+
+def test_modes_differ_on_these_weights():
+    """The cleaned forward is a real switch: on the stored weights it moves the features by far more than the
+    tolerance (the official run of each variant is the reference, so this guards the golden file itself)."""
+    off, clean = DATA["cases"]["dynamic"]["features"], DATA["cases"]["clean"]["features"]
+    assert max((a - b).abs().max().item() for t in off for a, b in zip(off[t], clean[t])) > 1e-2
+
+
+@pytest.mark.parametrize("rank", [16, 32, 64])
+def test_parameter_counts_official_and_vitlab(rank):
+    with torch.device("meta"):
+        model = TADFormer(Swin(img_size=448), ["semseg", "human_parts", "sal", "normals"], rank=rank)
+    mine = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    official = DATA["counts"][f"dynamic_r{rank}"]
+    assert official_parameter_count(model) == official
+    assert official - mine == 5_952  # the dead prompt_layernorm of the 8 non-adapting Swin-T blocks
+    assert mine == {16: 3_551_550, 32: 4_770_174, 64: 7_373_310}[rank]
+
+
+def test_static_filter_count():
+    with torch.device("meta"):
+        model = TADFormer(Swin(img_size=448), ["semseg", "human_parts", "sal", "normals"], rank=64,
+                          task_filter="static")
+    assert official_parameter_count(model) == DATA["counts"]["static_r64"] == 6_946_878
