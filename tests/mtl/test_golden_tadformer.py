@@ -75,3 +75,20 @@ def test_static_filter_count():
         model = TADFormer(Swin(img_size=448), ["semseg", "human_parts", "sal", "normals"], rank=64,
                           task_filter="static")
     assert official_parameter_count(model) == DATA["counts"]["static_r64"] == 6_946_878
+
+
+def test_task_prompts_up_init_and_proj_dropout_on_task_path():
+    torch.manual_seed(0)
+    model = TADFormer(Swin(img_size=64, window_size=4, embed_dim=32, depths=(2, 2, 2, 2), num_heads=(2, 2, 4, 4),
+                           drop_path_rate=0.0), ["semseg", "normals"], rank=4, dropout=1.0)
+    w = torch.cat([up.weight.flatten() for up in model.backbone.task_prompts_up])
+    assert abs(w.std().item() - 0.02) < 0.001  # official _init_weights: trunc_normal_(std=.02) on every Linear
+    # proj's LoRA dropout (here p = 1: all zeros) also feeds the task path, so LN_p sees drop(z) + s_t = 0
+    seen = []
+    proj = model.backbone.swin.stage_blocks(0)[-1].attn.proj
+    forward_task = proj.forward_task
+    proj.forward_task = lambda x, xt, t, base=None: seen.append(xt) or forward_task(x, xt, t, base)
+    model.train()
+    model.encode(torch.randn(1, 3, 64, 64))
+    norm = model.backbone.tpc_norms[0]
+    assert seen and all(torch.allclose(xt, norm.bias.expand_as(xt)) for xt in seen)
