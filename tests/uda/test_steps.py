@@ -189,7 +189,7 @@ def test_strong_transform_draws():
 
     x = torch.randn(1, 3, 20, 20)
     torch.testing.assert_close(T.strong_transform(x, rng=Draws([0.1, 0.3])), x)  # neither jitter nor blur
-    y = T.strong_transform(x, rng=Draws([0.1, 0.9, 0.5]))  # blur only, sigma 0.5, kernel 1 -> odd(ceil 2)=1
+    y = T.strong_transform(x, rng=Draws([0.1, 0.9]))  # blur only, kernel 1 -> odd(ceil 2)=1
     assert T.blur_kernel_size(512) == 51 and T.blur_kernel_size(20) == 1 and T.blur_kernel_size(30) == 3
     torch.testing.assert_close(y, x)  # a 1x1 kernel leaves the image unchanged
     z = T.strong_transform(x, rng=Draws([0.9, 0.1]))  # colour jitter only

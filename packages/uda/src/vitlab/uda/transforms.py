@@ -9,9 +9,10 @@ the mask sum instead of boolean indexing, and the pseudo-label quality stays a 0
 
 from __future__ import annotations
 
+import math
 import random
 
-import kornia
+import kornia.enhance as KE
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -19,16 +20,20 @@ from torch import Tensor
 from vitlab.core.data import IGNORE_INDEX, denormalize_image, normalize_image
 
 __all__ = [
+    "JITTER_LAWS",
+    "apply_strong",
     "ce_loss",
     "class_mix_masks",
     "crop_pseudo_weight",
     "denormalize",
     "downscale_label_ratio",
+    "gaussian_blur",
     "masked_feature_distance",
     "mic_mask",
     "mix",
     "pseudo_label",
     "renormalize",
+    "strong_params",
     "strong_transform",
 ]
 
@@ -113,26 +118,109 @@ def blur_kernel_size(size: int) -> int:
     return int(c - 0.5 + c % 2)
 
 
-def strong_transform(image: Tensor, color_jitter_p: float = 0.2, color_jitter_s: float = 0.2,
-                     blur: bool = True, rng: random.Random | None = None) -> Tensor:
-    """DACS strong augmentation of a normalised batch, with kornia on its device.
+#: colour-jitter laws of :func:`strong_transform` (see :func:`apply_strong`)
+JITTER_LAWS = ("kornia_0.5", "torchvision")
 
-    One uniform draw each per call (so per iteration): colour jitter (brightness, contrast, saturation, hue
-    all ``color_jitter_s``; kornia samples per-image factors) when ``u_cj > color_jitter_p`` (probability 0.8)
-    on the de-normalised [0, 1] image; Gaussian blur when ``u_b > 0.5`` with sigma ~ U(0.15, 1.15) and an odd
-    kernel of about a tenth of the image side.
+
+def _gaussian_kernel(k: int, sigma: Tensor) -> Tensor:
+    """(B, k) normalised 1-D Gaussians, one per sigma (kornia ``get_gaussian_kernel1d``)."""
+    t = torch.arange(k, device=sigma.device, dtype=sigma.dtype) - k // 2
+    w = torch.exp(-(t[None] ** 2) / (2 * sigma[:, None] ** 2))
+    return w / w.sum(1, keepdim=True)
+
+
+def gaussian_blur(image: Tensor, sigma: Tensor, kernel_size: tuple[int, int]) -> Tensor:
+    """Gaussian blur of (B, C, H, W) with one ``sigma`` (B,) per image and a (ky, kx) odd kernel, reflect padding
+    (kornia ``GaussianBlur2d`` as DACS calls it, done separably so no value is read on the host)."""
+    b, c, h, w = image.shape
+    y = image.reshape(1, b * c, h, w)
+    sigma = sigma.to(image.dtype)
+    for dim, k in ((2, kernel_size[0]), (3, kernel_size[1])):
+        if k <= 1:
+            continue
+        r = k // 2
+        wk = _gaussian_kernel(k, sigma).repeat_interleave(c, 0)  # (B*C, k)
+        pad = (0, 0, r, r) if dim == 2 else (r, r, 0, 0)
+        shape = (b * c, 1, k, 1) if dim == 2 else (b * c, 1, 1, k)
+        y = F.conv2d(F.pad(y, pad, mode="reflect"), wk.reshape(shape), groups=b * c)
+    return y.reshape(b, c, h, w)
+
+
+def strong_params(batch: int, device, color_jitter_p: float = 0.2, color_jitter_s: float = 0.2, blur: bool = True,
+                  rng: random.Random | None = None, per_image: bool = True,
+                  generator: torch.Generator | None = None) -> dict:
+    """Draw the parameters of one DACS strong augmentation of ``batch`` images.
+
+    Host side (Python floats from ``rng``, no device read): one ``u_cj`` and one ``u_b`` per call; colour jitter
+    when ``u_cj > color_jitter_p``, blur when ``blur and u_b > 0.5``. Device side (``generator``): per-image
+    factors ``(B, 4)`` = brightness, contrast, saturation in ``U(max(0, 1 - s), 1 + s)`` and hue in ``U(-s, s)``
+    (kornia 0.5.8 ``ColorJitter`` ranges; brightness capped at 2); the order of the four ops as a ``(B, 4)``
+    permutation; the blur sigma ``U(0.15, 1.15)``.
+
+    ``per_image=True`` (DACS mixed images): every image gets its own op order and blur sigma, as the official
+    loop that augments one image per call. ``per_image=False`` (MIC's target augmentation, one call on the
+    batch): one order and one sigma for the batch (factors stay per image, as kornia draws them).
     """
     rng = rng or random
     u_cj, u_b = rng.uniform(0, 1), rng.uniform(0, 1)
-    if u_cj > color_jitter_p:
-        s = color_jitter_s
-        jitter = kornia.augmentation.ColorJitter(brightness=s, contrast=s, saturation=s, hue=s, p=1.0)
-        image = renormalize(jitter(denormalize(image).clamp(0, 1)))
-    if blur and u_b > 0.5:
-        sigma = rng.uniform(0.15, 1.15)
-        ky, kx = blur_kernel_size(image.shape[-2]), blur_kernel_size(image.shape[-1])
-        image = kornia.filters.gaussian_blur2d(image, (max(ky, 1), max(kx, 1)), (sigma, sigma))
+    s = float(color_jitter_s)
+    bounds = ((max(0.0, 1 - s), min(2.0, 1 + s)), (max(0.0, 1 - s), 1 + s), (max(0.0, 1 - s), 1 + s), (-s, s))
+    n = batch if per_image else 1
+    u = torch.rand(batch, 4, device=device, generator=generator)
+    factors = torch.stack([a + (b - a) * u[:, i] for i, (a, b) in enumerate(bounds)], dim=1)  # no host tensor
+    order = torch.rand(n, 4, device=device, generator=generator).argsort(dim=1).expand(batch, 4)
+    sigma = (0.15 + torch.rand(n, device=device, generator=generator)).expand(batch)
+    return {"jitter": u_cj > color_jitter_p, "blur": bool(blur) and u_b > 0.5, "factors": factors,
+            "order": order, "sigma": sigma}
+
+
+def _jitter_ops(law: str):
+    if law == "kornia_0.5":  # kornia 0.5.8 ColorJitter (= today's ColorJiggle): the version DAFormer/MIC pin
+        return (lambda x, v: KE.adjust_brightness(x, v - 1), KE.adjust_contrast, KE.adjust_saturation,
+                lambda x, v: KE.adjust_hue(x, v * (2 * math.pi)))
+    return (KE.adjust_brightness_accumulative, KE.adjust_contrast_with_mean_subtraction,
+            KE.adjust_saturation_with_gray_subtraction, lambda x, v: KE.adjust_hue(x, v * (2 * math.pi)))
+
+
+def apply_strong(image: Tensor, params: dict, jitter_law: str = "kornia_0.5") -> Tensor:
+    """Apply :func:`strong_params` to a normalised batch: jitter on the de-normalised [0, 1] image, then blur.
+
+    Every image runs its ops in its own order with ``torch.where`` over the four slots (16 batched op
+    evaluations, no host read). ``jitter_law``: ``"kornia_0.5"`` (default, official: DAFormer and MIC pin
+    kornia 0.5.8, whose ``ColorJitter`` adds ``brightness - 1``, multiplies by the contrast factor and scales
+    the HSV saturation, each clamped to [0, 1]); ``"torchvision"`` (kornia >= 0.6 ``ColorJitter``: brightness
+    multiplied, contrast and saturation blended with the mean / grey image), what the official code would
+    run under a current kornia.
+    """
+    if jitter_law not in JITTER_LAWS:
+        raise ValueError(f"strong transform: jitter_law must be one of {JITTER_LAWS}, got {jitter_law!r}")
+    if params["jitter"]:
+        ops = _jitter_ops(jitter_law)
+        x = denormalize(image).clamp(0, 1)
+        order, v = params["order"], params["factors"].to(x.dtype)
+        for k in range(4):
+            y = x
+            for op, fn in enumerate(ops):
+                y = torch.where((order[:, k] == op)[:, None, None, None], fn(x, v[:, op]), y)
+            x = y
+        image = renormalize(x.clamp(0, 1))
+    if params["blur"]:
+        ks = (blur_kernel_size(image.shape[-2]), blur_kernel_size(image.shape[-1]))
+        image = gaussian_blur(image, params["sigma"], ks)
     return image
+
+
+def strong_transform(image: Tensor, color_jitter_p: float = 0.2, color_jitter_s: float = 0.2,
+                     blur: bool = True, rng: random.Random | None = None, per_image: bool = True,
+                     generator: torch.Generator | None = None, jitter_law: str = "kornia_0.5") -> Tensor:
+    """DACS strong augmentation of a normalised batch (``lhoyer/DAFormer`` ``dacs_transforms.py::
+    strong_transform``): colour jitter with probability ``1 - color_jitter_p`` (0.8) and strength
+    ``color_jitter_s`` (0.2), Gaussian blur with probability 0.5, sigma U(0.15, 1.15) and an odd kernel of about
+    a tenth of the image side; one pair of draws per call, per-image factors drawn on the device
+    (:func:`strong_params`, :func:`apply_strong`)."""
+    params = strong_params(image.shape[0], image.device, color_jitter_p, color_jitter_s, blur, rng, per_image,
+                           generator)
+    return apply_strong(image, params, jitter_law)
 
 
 def downscale_label_ratio(labels: Tensor, scale: int, min_ratio: float = 0.75, num_classes: int = 19,
