@@ -15,10 +15,11 @@ One iteration of :class:`DACS` follows ``lhoyer/DAFormer`` ``mmseg/models/uda/da
 4. Pseudo-labels from the teacher on the target image; one quality weight for the whole batch (fraction of
    pixels with confidence >= 0.968); DAFormer's crop-PL zeroes the top 15 / bottom 120 rows.
 5. ClassMix of source and target (``faithful``: classes drawn from the batch-wide ``unique`` incl. 255).
-6. Strong augmentation of each mixed image with kornia (colour jitter p 0.8, Gaussian blur p 0.5; one
-   pair of draws per iteration).
+6. Strong augmentation of the mixed images (colour jitter p 0.8, Gaussian blur p 0.5; one pair of draws
+   per call; per image: factors, op order and blur sigma, drawn on the device and applied batched).
 7. Mixed loss weighted by 1 (source pixels) / quality (target pixels), backpropagated.
-8. MIC (``mic=True``): the target image colour-augmented again, 64-px patches masked with ratio 0.7, CE
+8. MIC (``mic=True``): the target image colour-augmented again (one op order and one blur sigma for the
+   batch, as MIC's single ``strong_transform`` call; factors per image), 64-px patches masked with ratio 0.7, CE
    against the same pseudo-labels and weights, ``lambda_mic = 1``, backpropagated.
 9. One optimizer step (AdamW 6e-5, head x10, poly schedule with mmcv linear warmup 1500 iterations).
 
@@ -37,6 +38,7 @@ from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from vitlab.core.ddp import all_reduce_gradients, local_backward
+from vitlab.core.optim import make_adamw
 from vitlab.core.tasks import VitlabModule
 from vitlab.uda import transforms as T
 from vitlab.uda.data import CLASS_NAMES, SYNTHIA13_CLASSES, SYNTHIA_CLASSES
@@ -58,8 +60,10 @@ EVAL_SUBSETS = {"cityscapes": {}, "synthia": {"mIoU16": SYNTHIA_CLASSES, "mIoU13
 
 
 def adamw_daformer(params) -> torch.optim.Optimizer:
-    """DAFormer's optimizer: AdamW, betas (0.9, 0.999); lr and weight decay come from the groups."""
-    return torch.optim.AdamW(params, betas=(0.9, 0.999))
+    """DAFormer's optimizer: AdamW, betas (0.9, 0.999), eps 1e-8; lr and weight decay come from the groups.
+    Core's :func:`~vitlab.core.optim.make_adamw`: the fused kernel wherever the device has it (no per-step
+    host read of the step counters), the same update rule otherwise."""
+    return make_adamw(params, betas=(0.9, 0.999))
 
 
 class UDASegmentation(VitlabModule):
@@ -79,6 +83,8 @@ class UDASegmentation(VitlabModule):
         warmup_steps, warmup_ratio: mmcv linear warmup (1500 iterations from 1e-6).
         poly_power, min_lr: poly schedule over the run's ``max_steps``.
         rng_seed: base of the per-step random seeds (named apart from the DataModule's ``seed``).
+        compile, compile_options: regional ``torch.compile`` of the networks' blocks and heads, as every
+            :class:`~vitlab.core.tasks.VitlabModule` (off by default).
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int = 19, head: str = "daformer",
@@ -86,9 +92,10 @@ class UDASegmentation(VitlabModule):
                  class_names: list[str] | None = None, optimizer: OptimizerCallable = adamw_daformer,
                  lr: float = 6e-5, head_lr_mult: float = 10.0, weight_decay: float = 0.01,
                  warmup_steps: int = 1500, warmup_ratio: float = 1e-6, poly_power: float = 1.0,
-                 min_lr: float = 0.0, rng_seed: int = 0) -> None:
+                 min_lr: float = 0.0, rng_seed: int = 0, compile: bool = False,
+                 compile_options: dict[str, Any] | None = None) -> None:
         super().__init__(optimizer=optimizer, lr=lr, weight_decay=weight_decay, warmup_steps=warmup_steps,
-                         min_lr=min_lr)
+                         min_lr=min_lr, compile=compile, compile_options=compile_options)
         if eval_subsets is not None and eval_subsets not in EVAL_SUBSETS:
             raise ValueError(f"eval_subsets must be one of {sorted(EVAL_SUBSETS)} or None, got {eval_subsets!r}")
         self.automatic_optimization = False
@@ -220,7 +227,8 @@ class DACS(UDASegmentation):
 
     Args:
         backbone, num_classes, head, head_kwargs, eval_subsets, class_names, optimizer, lr, head_lr_mult,
-            weight_decay, warmup_steps, warmup_ratio, poly_power, min_lr, rng_seed: see :class:`UDASegmentation`.
+            weight_decay, warmup_steps, warmup_ratio, poly_power, min_lr, rng_seed, compile, compile_options:
+            see :class:`UDASegmentation`.
         alpha: EMA teacher momentum (0.999 in DAFormer; 0.99 in the base DACS config).
         teacher_bn_train: teacher in train mode for BN with Dropout/DropPath off (DAFormer); False = eval mode.
         pseudo_threshold: confidence threshold of the quality weight (0.968).
@@ -230,6 +238,9 @@ class DACS(UDASegmentation):
         faithful_classmix: batch-wide class ``unique`` including 255 (as the code); False = per image, no 255.
         color_jitter_p, color_jitter_s, blur: strong augmentation (0.2 -> applied with probability 0.8; 0.2;
             Gaussian blur on).
+        jitter_law: colour-jitter operators (:func:`vitlab.uda.transforms.apply_strong`): ``"kornia_0.5"``
+            (default: the kornia 0.5.8 ``ColorJitter`` the official DAFormer/MIC code pins) or ``"torchvision"``
+            (today's kornia ``ColorJitter``).
         fd_lambda: ImageNet feature distance weight (0.005; 0 disables); fd_classes: classes it is applied on
             (Cityscapes things); fd_scale_min_ratio: label downscaling purity (0.75).
         mic: add MIC's masked-image consistency; mic_block_size (64), mic_ratio (0.7), mic_lambda (1.0).
@@ -239,7 +250,7 @@ class DACS(UDASegmentation):
     def __init__(self, backbone: nn.Module, alpha: float = 0.999, teacher_bn_train: bool = True,
                  pseudo_threshold: float = 0.968, pl_crop_top: int = 15, pl_crop_bottom: int = 120,
                  mix: bool = True, faithful_classmix: bool = True, color_jitter_p: float = 0.2,
-                 color_jitter_s: float = 0.2, blur: bool = True, fd_lambda: float = 0.005,
+                 color_jitter_s: float = 0.2, blur: bool = True, jitter_law: str = "kornia_0.5", fd_lambda: float = 0.005,
                  fd_classes: list[int] | None = None, fd_scale_min_ratio: float = 0.75, mic: bool = False,
                  mic_block_size: int = 64, mic_ratio: float = 0.7, mic_lambda: float = 1.0,
                  eval_teacher: bool = True, **kwargs) -> None:
@@ -252,6 +263,9 @@ class DACS(UDASegmentation):
         self.faithful_classmix = faithful_classmix
         self.color_jitter = (color_jitter_p, color_jitter_s)
         self.blur = blur
+        if jitter_law not in T.JITTER_LAWS:
+            raise ValueError(f"DACS: jitter_law must be one of {T.JITTER_LAWS}, got {jitter_law!r}")
+        self.jitter_law = jitter_law
         self.fd_lambda = fd_lambda
         self.fd_classes = list(THING_CLASSES if fd_classes is None else fd_classes)
         self.fd_scale_min_ratio = fd_scale_min_ratio
@@ -269,12 +283,13 @@ class DACS(UDASegmentation):
         return models
 
     # -- pieces ---------------------------------------------------------------------------------------
-    def strong(self, images: Tensor, rng: random.Random) -> Tensor:
-        """Per-image strong augmentation with one pair of jitter/blur draws for the whole call (DACS)."""
-        u = (rng.uniform(0, 1), rng.uniform(0, 1))
-        outs = [T.strong_transform(img[None], *self.color_jitter, blur=self.blur,
-                                   rng=_Fixed(u, rng)) for img in images]
-        return torch.cat(outs, 0)
+    def strong(self, images: Tensor, rng: random.Random, gen: torch.Generator | None = None,
+               per_image: bool = True) -> Tensor:
+        """Batched strong augmentation: one pair of jitter/blur draws for the call, per-image factors drawn on
+        the device. ``per_image``: own op order and blur sigma per image (DACS's per-image loop); False: one
+        order and one sigma for the batch (MIC's single call on the target batch)."""
+        return T.strong_transform(images, *self.color_jitter, blur=self.blur, rng=rng, per_image=per_image,
+                                  generator=gen, jitter_law=self.jitter_law)
 
     def feature_distance(self, feat: Tensor, image: Tensor, labels: Tensor,
                          imnet: FrozenEncoder | None = None) -> Tensor:
@@ -299,7 +314,7 @@ class DACS(UDASegmentation):
         logs: dict[str, Tensor] = {}
         if self.mix_enabled:
             masks = T.class_mix_masks(ys, self.num_classes, self.faithful_classmix, generator=gen)
-            x_mix = self.strong(T.mix(masks, xs, xt), rng)
+            x_mix = self.strong(T.mix(masks, xs, xt), rng, gen)
             y_mix = T.mix(masks, ys, pl)
             w_mix = T.mix(masks, torch.ones_like(pw), pw)
             loss_mix = T.ce_loss(model(x_mix), y_mix, w_mix)
@@ -307,7 +322,7 @@ class DACS(UDASegmentation):
             logs[f"{prefix}loss_mix"] = loss_mix.detach()
         if self.mic:
             block, ratio, lam = self.mic_args
-            x_aug = self.strong(xt, rng)
+            x_aug = self.strong(xt, rng, gen, per_image=False)
             keep = T.mic_mask(tuple(xt.shape), block, ratio, device=xt.device, generator=gen)
             loss_mic = lam * T.ce_loss(model(x_aug * keep), pl, pw)
             self.manual_backward(loss_mic)
@@ -348,15 +363,3 @@ class DACS(UDASegmentation):
         if alpha is not None:
             logs["ema_alpha"] = torch.tensor(alpha)
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=False)
-
-
-class _Fixed:
-    """A ``random.Random`` stand-in whose first two ``uniform`` draws are given (shared jitter/blur draws);
-    later draws (the blur sigma) come from ``rng``."""
-
-    def __init__(self, first: tuple[float, float], rng: random.Random) -> None:
-        self.queue = list(first)
-        self.rng = rng
-
-    def uniform(self, a: float, b: float) -> float:
-        return self.queue.pop(0) if self.queue else self.rng.uniform(a, b)
