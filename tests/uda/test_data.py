@@ -82,7 +82,7 @@ def test_crop_cat_max_ratio_redraws():
         assert all(o["image"].shape == (3, 10, 10) for o in outs)
         return sum(int(o["semantic"].unique().numel() == 2) for o in outs)
 
-    assert mixed(0.75) > 85  # up to 10 tries: 1 - 0.71 ** 10 = 0.97
+    assert mixed(0.75) > 85  # up to 11 crops: 1 - 0.71 ** 11 = 0.98
     assert mixed(1.0) < 50  # one try
 
 
@@ -117,3 +117,37 @@ def test_datamodule_batches():
     val = next(iter(dm.val_dataloader()))
     assert val["image"].shape[-2:] == (64, 128) and val["semantic"].max() <= 255
     assert dm.eval_classes == tuple(range(19))
+
+
+def test_crop_and_rcs_draw_at_most_eleven_crops(monkeypatch):
+    """mmseg ``RandomCrop`` and DAFormer's RCS loop both check a crop, then re-draw it up to 10 times: 11 crops
+    at most (``uda_dataset.py`` ``for j in range(10)`` after the first crop, the last one kept unchecked)."""
+    from vitlab.uda.datasets import SourceTargetDataset
+
+    calls = []
+    real = random.randint
+    monkeypatch.setattr(random, "randint", lambda a, b: calls.append(1) or real(a, b))
+    one_class = {"image": torch.rand(3, 20, 20), "semantic": torch.zeros(20, 20, dtype=torch.int64)}
+    UDATrainTransform(crop_size=10, cat_max_ratio=0.75, flip_prob=0.0)(one_class)  # never passes the check
+    assert len(calls) == 2 * 11  # (top, left) per crop
+
+    class Source:
+        n = 0
+
+        def __len__(self):
+            return 1
+
+        def __getitem__(self, i):
+            Source.n += 1
+            return {"image": torch.zeros(3, 4, 4), "semantic": torch.zeros(4, 4, dtype=torch.int64)}
+
+    class RCS:
+        min_crop_pixels = 1.0
+
+        def sample(self, rng):
+            return 5, 0  # class 5 is never in the crop
+
+    target = next((DATA / "cityscapes" / "leftImg8bit" / "train").rglob("*.png"))
+    ds = SourceTargetDataset(Source(), [target], UDATrainTransform(crop_size=8, cat_max_ratio=1.0), RCS())
+    ds[0]
+    assert Source.n == 11

@@ -11,14 +11,15 @@ Everything here follows DAFormer (``lhoyer/DAFormer``: ``tools/convert_datasets/
 * **Cityscapes** (target) via core's :class:`~vitlab.core.data.CityscapesDataModule` file layout and decoder
   (``labelTrainIds`` or ``labelIds`` -> train ids).
 * Train pipelines: keep-ratio resize (GTA (1280, 720), SYNTHIA (1280, 760), Cityscapes (1024, 512)), random
-  crop 512x512 re-drawn up to 10 times until no class covers more than ``cat_max_ratio`` = 0.75 of the
-  labelled pixels (mmseg ``RandomCrop``; source only: the target is unlabelled at train time), flip 0.5,
+  crop 512x512, re-drawn up to 10 times (11 crops in all, the last kept unchecked) until no class covers more
+  than ``cat_max_ratio`` = 0.75 of the labelled pixels (mmseg ``RandomCrop``; source only: the target is unlabelled at train time), flip 0.5,
   pad with label 255. No photometric distortion (it is commented out in DAFormer's configs).
 * **Rare class sampling** (:class:`RareClassSampler`): per-image class pixel counts are computed once and
   cached as ``sample_class_stats.json`` next to the source data (each entry keyed on its label's size, mtime
   and hash, so a changed label is counted again); ``P(c) = softmax((1 - f_c) / T)``, T = 0.01; an image
   with more than ``min_pixels`` (3000) pixels of ``c`` is drawn, and its random crop is re-drawn up to 10
-  times until it holds more than ``min_pixels * min_crop_ratio`` (0.5) pixels of ``c``.
+  times (11 crops in all, the last kept unchecked, as ``uda_dataset.py``) until it holds more than
+  ``min_pixels * min_crop_ratio`` (0.5) pixels of ``c``.
   Reconstruction choice: classes without any image above ``min_pixels`` are left out (DAFormer asserts).
 * Batches are ``{"source": {"image", "semantic"}, "target": {"image"}}`` at train time (target labels are
   never loaded) and labelled target batches at validation; images are ImageNet-normalised on the device.
@@ -43,6 +44,7 @@ from vitlab.core.data import (
     CITYSCAPES_LABEL_TO_TRAIN_ID,
     IGNORE_INDEX,
     DatasetFormatError,
+    DatasetLayout,
     DenseFilesDataset,
     FormatContract,
     check,
@@ -52,6 +54,7 @@ from vitlab.core.data import (
     pad_sample,
     read_image_tensor,
     read_label_png,
+    register_dataset,
     require_dir,
     rescale_size,
     resize_sample,
@@ -183,7 +186,7 @@ class UDATrainTransform:
     Args:
         crop_size: (H, W) of the crop (512 in DAFormer).
         scale: (long, short) of the keep-ratio resize; None keeps the native size.
-        cat_max_ratio: re-draw the crop (up to 10 tries, mmseg ``RandomCrop``) while one class covers at least
+        cat_max_ratio: re-draw the crop (up to 10 re-draws after the first crop, mmseg ``RandomCrop``) while one class covers at least
             this fraction of the labelled pixels; 1.0 disables it. Needs a ``semantic`` key.
         flip_prob: horizontal flip probability.
     """
@@ -202,7 +205,7 @@ class UDATrainTransform:
             h, w = sample["image"].shape[-2:]
         ch, cw = min(h, self.crop_size[0]), min(w, self.crop_size[1])
         crop = None
-        for _ in range(10 if (self.cat_max_ratio < 1.0 and "semantic" in sample) else 1):
+        for _ in range(11 if (self.cat_max_ratio < 1.0 and "semantic" in sample) else 1):
             top, left = random.randint(0, h - ch), random.randint(0, w - cw)
             crop = crop_sample(sample, top, left, ch, cw)
             if "semantic" not in crop or self.cat_max_ratio >= 1.0:
@@ -334,7 +337,7 @@ class SourceTargetDataset(Dataset):
         if self.rcs is not None:
             c, i = self.rcs.sample(rng)
             src = self.source[i]
-            for _ in range(9):  # re-crop until the crop keeps enough pixels of c (10 tries in all)
+            for _ in range(10):  # re-crop until the crop keeps enough pixels of c (11 crops in all, as DAFormer)
                 if (src["semantic"] == c).sum() > self.rcs.min_crop_pixels:
                     break
                 src = self.source[i]
@@ -344,3 +347,13 @@ class SourceTargetDataset(Dataset):
         img = read_image_tensor(path, uint8=False)
         return {"source": src, "target": self.target_transform({"image": img})}
 
+
+# `vitlab data check gta5 <root>` / `synthia <root>` (Cityscapes, the target, is core's `cityscapes`)
+register_dataset(DatasetLayout(
+    "gta5", "GTA5 (Playing for Data)", {"all": 24_966},
+    lambda root, split: DenseFilesDataset(gta_pairs(root), "semantic", decode_gta_label), ("images", "labels"),
+    "the Playing for Data download page (Richter et al. 2016): 24,966 frames"))
+register_dataset(DatasetLayout(
+    "synthia", "SYNTHIA-RAND-CITYSCAPES", {"all": 9_400},
+    lambda root, split: DenseFilesDataset(synthia_pairs(root), "semantic", decode_synthia_label),
+    ("RGB", "GT/LABELS"), "the SYNTHIA download page (Ros et al. 2016): 9,400 frames", ("RAND_CITYSCAPES",)))
