@@ -213,3 +213,43 @@ def test_ema_step_count_lives_on_the_host_and_survives_a_checkpoint():
     assert fresh.steps_applied == 2 and int(fresh.num_updates) == 2
     assert fresh.maybe_update(student, global_step=2) is None
     assert fresh.current_decay() == pytest.approx(1 - 1 / 3)
+
+
+def test_counter_sees_implicit_syncs_copies_host_data_and_inference_mode():
+    """Each kind of sync is one event of its kind, also under ``torch.inference_mode`` (validation)."""
+    x, mask = torch.ones(4), torch.tensor([True, False, True, False])
+    with HostSyncCounter() as c:
+        _ = x[mask]
+        _ = x.nonzero()
+        _ = torch.unique(x)
+        _ = torch.bincount(mask.long())
+        _ = x.masked_select(mask)
+        _ = x.tolist()
+        _ = torch.where(mask, x, 0.0)  # device work only
+    assert c.by_kind() == {"h2d": 0, "host_data": 0, "implicit": 5, "read": 1}, c.report()
+    with HostSyncCounter() as c:
+        _ = torch.tensor([1, 2, 3])  # made from Python data: a blocking copy on a GPU
+    assert c.by_kind()["host_data"] == 1
+    with torch.inference_mode():
+        y = torch.ones(3)
+        with HostSyncCounter() as c:
+            y.sum().item()
+            float(y[0])
+            bool(y.any())
+    assert c.count == 3, c.report()
+
+
+def test_guard_and_progress_share_one_read_per_log_step():
+    """The guard, the progress printer and the guard's own flag are read in one transfer per step."""
+    from types import SimpleNamespace
+
+    from vitlab.core.callbacks import logged_scalars
+
+    metrics = {"train/loss": torch.tensor(1.0), "train/aux": torch.tensor(2.0), "val/x": torch.tensor(3.0)}
+    trainer = SimpleNamespace(callback_metrics=metrics, global_step=5)
+    flag = torch.tensor(False)
+    with HostSyncCounter() as c:
+        first = logged_scalars(trainer, {"flag": flag})
+        second = logged_scalars(trainer)
+    assert first["train/aux"] == 2.0 and second == {k: float(v) for k, v in metrics.items()}
+    assert c.by_kind()["read"] == 1, c.report()
