@@ -68,16 +68,45 @@ class NonFiniteLossError(VitlabError, FloatingPointError):
     """Training produced a NaN/Inf loss; the message names the step, the loss terms and the batch."""
 
 
+def logged_scalars(trainer: Trainer, extra: dict[str, Any] | None = None) -> dict[str, float]:
+    """The one-element tensors of ``trainer.callback_metrics`` (and ``extra``) as floats, read in one transfer.
+
+    The guard, the progress printer and anything else that shows logged values on a logging step share this
+    read: values not read yet in this step are stacked per device and copied to the host at once (one sync
+    for all, not one per value per reader); a value already read (the same tensor object) is not read again.
+    """
+    import torch
+
+    items = {k: v for k, v in trainer.callback_metrics.items()
+             if isinstance(v, torch.Tensor) and v.numel() == 1}
+    items.update(extra or {})
+    step, cache = trainer.__dict__.get("_vitlab_logged_scalars", (None, {}))
+    if step != trainer.global_step:
+        cache = {}
+        trainer.__dict__["_vitlab_logged_scalars"] = (trainer.global_step, cache)
+    by_device: dict[Any, list[torch.Tensor]] = {}
+    for v in items.values():
+        if id(v) not in cache:
+            by_device.setdefault(v.device, []).append(v)
+    for tensors in by_device.values():
+        flat = torch.stack([t.detach().reshape(()).float() for t in tensors])
+        for t, value in zip(tensors, flat.cpu().tolist()):
+            cache[id(t)] = (t, value)  # the tensor is kept so its id is not reused within the step
+    return {k: cache[id(v)][1] for k, v in items.items()}
+
+
 class NonFiniteGuard(Callback):
     """Stops training with :class:`NonFiniteLossError` as soon as a loss term is NaN or infinite.
 
     Checking ``torch.isfinite(loss)`` after every step would force a device-to-host sync each step. Instead
     the guard folds every tensor of the step's output (``loss`` and any other returned terms) into one flag
-    on the device, remembers the first bad step and batch index there too, and reads the flag only on
-    steps that sync anyway: every ``check_every_n_steps`` (default: the trainer's ``log_every_n_steps``),
-    before a step-based checkpoint is written, before validation and at the end of every epoch. So a
-    diverged run never writes a "best" checkpoint of NaN weights and never exits 0. The CLI adds it
-    unless ``fail_on_nonfinite: false``.
+    on the device, remembers there the index of the first bad step since the last check (the step's global
+    step, epoch and batch index stay on the host, so nothing is copied to the device either), and reads the
+    flag only on steps that sync anyway: every ``check_every_n_steps`` (default: the trainer's
+    ``log_every_n_steps``), before a step-based checkpoint is written, before validation and at the end of
+    every epoch — in the same single read as the logged values (:func:`logged_scalars`). So a diverged run
+    never writes a "best" checkpoint of NaN weights and never exits 0. The CLI adds it unless
+    ``fail_on_nonfinite: false``.
 
     Modules with manual optimisation that return nothing from ``training_step`` are covered through the
     ``train/*`` values they log, read on the check steps.
@@ -86,7 +115,9 @@ class NonFiniteGuard(Callback):
     def __init__(self, check_every_n_steps: int | None = None) -> None:
         self.check_every_n_steps = check_every_n_steps
         self._bad = None  # bool tensor on the device: any non-finite term seen since the last check
-        self._first = None  # (global step, epoch, batch index) of the first bad step, on the device
+        self._first = None  # long tensor on the device: index into _steps of the first bad step, -1 if none
+        self._count = None  # long tensor on the device: steps recorded since the last check
+        self._steps: list[tuple[int, int, int]] = []  # (global step, epoch, batch index) since the last check
 
     def _period(self, trainer: Trainer) -> int:
         return max(1, int(self.check_every_n_steps or trainer.log_every_n_steps or 50))
@@ -108,12 +139,15 @@ class NonFiniteGuard(Callback):
         terms = self._terms(outputs)
         if terms:
             bad = torch.stack([~torch.isfinite(t.detach()).all() for t in terms.values()]).any()
-            where = torch.tensor([trainer.global_step, trainer.current_epoch, batch_idx], device=bad.device)
             if self._bad is None or self._bad.device != bad.device:
                 self._bad = torch.zeros((), dtype=torch.bool, device=bad.device)
-                self._first = torch.full((3,), -1, dtype=torch.long, device=bad.device)
-            self._first = torch.where(bad & ~self._bad, where, self._first)
+                self._first = torch.full((), -1, dtype=torch.long, device=bad.device)
+                self._count = torch.zeros((), dtype=torch.long, device=bad.device)
+                self._steps = []
+            self._first = torch.where(bad & ~self._bad, self._count, self._first)
             self._bad = self._bad | bad
+            self._count = self._count + 1
+            self._steps.append((trainer.global_step, trainer.current_epoch, batch_idx))
         step = trainer.global_step
         if step % self._period(trainer) == 0 or self._checkpoint_due(trainer, step):
             self.check(trainer, pl_module, where="training step")
@@ -134,25 +168,25 @@ class NonFiniteGuard(Callback):
         self.check(trainer, pl_module, where="epoch end")
 
     def check(self, trainer: Trainer, pl_module: LightningModule, where: str) -> None:
-        """Read the flag (one host sync) and raise if any term was non-finite since the start."""
+        """Read the flag with the logged values (one host sync) and raise if any term was non-finite."""
         import math
 
-        bad_logged = {}
-        for key, value in trainer.callback_metrics.items():
-            if key.startswith("train") and hasattr(value, "numel") and value.numel() == 1:
-                v = float(value)
-                if not math.isfinite(v):
-                    bad_logged[key] = v
-        flagged = self._bad is not None and bool(self._bad)
+        extra = {} if self._bad is None else {"\0guard/bad": self._bad, "\0guard/first": self._first}
+        values = logged_scalars(trainer, extra)
+        logged = {k: v for k, v in values.items() if k.startswith("train")}
+        bad_logged = {k: v for k, v in logged.items() if not math.isfinite(v)}
+        flagged = bool(values.get("\0guard/bad", 0.0))
         if not flagged and not bad_logged:
+            if self._steps:  # nothing bad since the last check: start a new window
+                self._steps = []
+                self._count = self._count.zero_()
             return
         if flagged:
-            step, epoch, batch_idx = (int(v) for v in self._first.tolist())
+            first = int(values["\0guard/first"])
+            step, epoch, batch_idx = self._steps[first] if 0 <= first < len(self._steps) else (-1, -1, -1)
             head = f"non-finite loss at global step {step} (epoch {epoch}, batch {batch_idx})"
         else:
             head = f"non-finite logged loss by global step {trainer.global_step} (epoch {trainer.current_epoch})"
-        logged = {k: float(v) for k, v in trainer.callback_metrics.items()
-                  if k.startswith("train") and hasattr(v, "numel") and v.numel() == 1}
         terms = ", ".join(f"{k}={v:.4g}" for k, v in sorted(logged.items())) or "no terms logged yet"
         raise NonFiniteLossError(
             f"{head}, detected at {where} of {type(pl_module).__name__}. Last logged terms: {terms}. "
@@ -191,8 +225,7 @@ class PlainProgressBar(ProgressBar):
             return
         # callback_metrics hold every logged value (the progress-bar dict keeps only prog_bar ones); read only
         # on the steps a line is printed
-        metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
-                   if hasattr(v, "numel") and v.numel() == 1}
+        metrics = logged_scalars(trainer)  # one read shared with the non-finite guard
         shown = "  ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(metrics.items()))
         print(f"[epoch {trainer.current_epoch} step {trainer.global_step}/{self._total}] {what}  {shown}", flush=True)
         self._last_step = trainer.global_step

@@ -47,12 +47,25 @@ def make_adamw(params, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1
     ``.item()`` every step). ``fused=False`` forces the ``foreach`` path. ``params`` may be parameter
     groups (lr / weight decay per group).
     """
-    params = list(params)
-    if fused is None:
-        fused = _fused_supported(params)
-    if fused:
-        kwargs["fused"] = True
-    return torch.optim.AdamW(params, betas=betas, eps=eps, **kwargs)
+    return FusedAdamW(params, betas=betas, eps=eps, fused=fused, **kwargs)
+
+
+class FusedAdamW(torch.optim.AdamW):
+    """``torch.optim.AdamW`` that takes the fused kernel wherever the parameters' device has one.
+
+    For configs that name the optimizer class (``optimizer: {class_path: vitlab.core.optim.FusedAdamW}``):
+    plain ``torch.optim.AdamW`` keeps the per-parameter loop on CPU and the multi-kernel ``foreach`` path on
+    CUDA, and the loop reads each parameter's step counter on the host every step. ``fused=None`` (default)
+    decides from the parameters (:func:`make_adamw`); ``True`` / ``False`` force it.
+    """
+
+    def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8,
+                 weight_decay: float = 1e-2, amsgrad: bool = False, fused: bool | None = None) -> None:
+        params = list(params)
+        if fused is None:
+            fused = _fused_supported(params)
+        super().__init__(params, lr=lr, betas=betas, eps=eps, weight_decay=weight_decay, amsgrad=amsgrad,
+                         fused=bool(fused) or None)
 
 
 def _no_weight_decay_names(module: nn.Module) -> set[str]:
