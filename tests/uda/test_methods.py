@@ -186,3 +186,24 @@ def test_clda_student_feature_distance_uses_its_own_imagenet_copy(tmp_path):
     t.fit(model, datamodule())
     assert float(t.callback_metrics["train/student/loss_fd"]) == 0.0
     assert model.student_imnet is not None and model.imnet is not None
+
+
+def test_clda_joint_default_does_both_updates_and_feature_loss(tmp_path):
+    """Default ``phases="joint"``: in one step the teacher gets reverse KD (+ the optional stage-feature loss)
+    on its non-salient layers and the student is distilled from it; the projections train."""
+    import inspect
+
+    assert inspect.signature(CLDA).parameters["phases"].default == "joint"
+    model = _clda(salient_teacher_layers="frozen", ns_frac=0.25, feat_loss=1.0)
+    proj_before = copy.deepcopy(model.feat_proj.state_dict())
+    probe = _TeacherStepProbe()
+    t = trainer(tmp_path, 2, callbacks=[probe])
+    t.fit(model, datamodule())  # step 1 is a collaboration step
+    m = t.callback_metrics
+    assert float(m["train/clda/teacher_phase"]) == 1.0
+    assert float(m["train/teacher/loss_reverse_kd"]) > 0 and float(m["train/student/loss_kd"]) > 0
+    assert float(m["train/teacher/loss_feat"]) > 0
+    assert probe.changed and probe.changed <= set(probe.ns)
+    assert any(not torch.equal(v, model.feat_proj.state_dict()[k]) for k, v in proj_before.items())
+    with pytest.raises(ValueError, match="feat_loss must be >= 0"):
+        _clda(feat_loss=-1.0)

@@ -15,18 +15,24 @@ summaries. **Everything below is a reconstruction**; every choice is a named swi
 * **LSR** per layer (every Linear/Conv/Norm weight tensor): the fraction of its scores >= the global
   ``lsr_quantile`` (0.5) of all scores of that network. Non-salient teacher layers: the bottom ``ns_frac``
   (0.2) of layers by LSR, or those with LSR < ``lsr_thresh`` when it is set.
-* **Schedule**: LSR is recomputed every ``recompute_every`` iterations (K = 1000); ``phases="alternate"``
-  (default) alternates blocks of ``phase_steps`` (= K by default) iterations: student phases (no
-  collaboration) and teacher phases (collaboration on); ``"joint"`` collaborates on every iteration after
-  the first recomputation.
+* **Schedule**: LSR is recomputed every ``recompute_every`` iterations (K = 1000). ``phases="joint"``
+  (default) collaborates on every iteration after the first recomputation: the teacher is updated from the
+  student *and* the student is distilled from the updated teacher in the same iteration, the closest reading
+  of the abstract ("updates the teacher's non-salient parameters using the student model and at the same
+  time utilizes the updated teacher model"). ``"alternate"`` (the third-party summary's "alternates")
+  alternates blocks of ``phase_steps`` (= K by default) iterations: student phases (student KD, no teacher
+  update) and teacher phases (teacher update, no student KD).
 * **Teacher update from the student** (teacher phases), ``t_update``: ``reverse_kd`` (default) adds
   ``lambda_kd * tau^2 * KL(softmax(z_S / tau) || softmax(z_T / tau))`` on target images, with its
   gradient applied to the non-salient teacher layers only; ``weight_copy`` blends
   ``theta_T <- beta theta_T + (1 - beta) theta_S`` (``copy_beta`` 0.9) once at the start of each teacher
-  phase, for non-salient layers whose student counterpart has the same shape (student block j of a stage
+  phase (with ``joint``: once every ``phase_steps`` iterations), for non-salient layers whose student counterpart has the same shape (student block j of a stage
   maps to teacher block ``floor(j * D_T / D_S)``; other layers by identical name). Salient teacher layers
   (``salient_teacher_layers``) keep their self-training update (``normal_update``, default) or are frozen
-  during teacher phases (``frozen``).
+  during teacher phases (``frozen``). ``feat_loss`` (> 0, default 0 = off) adds, with ``reverse_kd``,
+  ``feat_loss * mean_k MSE(P_k(f_S^k), f_T^k)`` over the four encoder stages of the target image, with a
+  trained 1x1 conv ``P_k`` from each student stage to the teacher's width (student features detached; the
+  gradient reaches the non-salient teacher layers and ``P``).
 * **Student update from the teacher**: its own self-training loss with pseudo-labels from
   ``student_pl_source`` (``teacher``: the teacher network as just updated, default; ``teacher_ema``; or
   ``own_ema``) plus ``lambda_kd * tau^2 * KL(softmax(z_T / tau) || softmax(z_S / tau))`` per target pixel,
@@ -54,6 +60,7 @@ from vitlab.uda.model import (
     FrozenEncoder,
     MeanTeacher,
     Segmentor,
+    _feature_channels,
     daformer_param_groups,
     set_pseudo_label_mode,
 )
@@ -115,7 +122,7 @@ class CLDA(DACS):
         student_head_kwargs: DAFormer head arguments of the student (``embed_dim`` 256 by default).
         saliency, saliency_domain, saliency_momentum, saliency_batches, lsr_quantile, ns_frac, lsr_thresh,
         t_update, salient_teacher_layers, copy_beta, tau_kd, lambda_kd, recompute_every, phases,
-        phase_steps, student_pl_source, report_lsr_below: the switches of the module docstring.
+        phase_steps, student_pl_source, report_lsr_below, feat_loss: the switches of the module docstring.
         collaborate: False gives the plain-KD baseline: the same teacher and student, the student distilled
             from the teacher every iteration, no saliency and no teacher update from the student.
         **kwargs: DACS options shared by both networks (alpha, pseudo_threshold, mix, mic, fd_lambda, lr, ...).
@@ -127,8 +134,9 @@ class CLDA(DACS):
                  lsr_quantile: float = 0.5, ns_frac: float = 0.2, lsr_thresh: float | None = None,
                  t_update: str = "reverse_kd", salient_teacher_layers: str = "normal_update",
                  copy_beta: float = 0.9, tau_kd: float = 1.0, lambda_kd: float = 1.0, recompute_every: int = 1000,
-                 phases: str = "alternate", phase_steps: int | None = None, student_pl_source: str = "teacher",
-                 report_lsr_below: float = 0.25, collaborate: bool = True, **kwargs) -> None:
+                 phases: str = "joint", phase_steps: int | None = None, student_pl_source: str = "teacher",
+                 report_lsr_below: float = 0.25, collaborate: bool = True, feat_loss: float = 0.0,
+                 **kwargs) -> None:
         for name, value, allowed in (("saliency", saliency, SALIENCY), ("t_update", t_update, T_UPDATES),
                                      ("phases", phases, PHASES), ("student_pl_source", student_pl_source, PL_SOURCES),
                                      ("saliency_domain", saliency_domain, ("target", "source")),
@@ -151,6 +159,15 @@ class CLDA(DACS):
         self.student_pl_source = student_pl_source
         self.report_lsr_below = report_lsr_below
         self.collaborate = collaborate
+        if feat_loss < 0:
+            raise ValueError(f"CLDA: feat_loss must be >= 0 (0 = off), got {feat_loss!r}")
+        self.feat_loss = feat_loss
+        self.feat_proj = None
+        if feat_loss > 0:
+            t_ch, s_ch = _feature_channels(self.model.backbone), _feature_channels(self.student.backbone)
+            if len(t_ch) != len(s_ch):
+                raise ValueError(f"CLDA: feat_loss needs as many teacher as student stages, got {t_ch} and {s_ch}")
+            self.feat_proj = nn.ModuleList(nn.Conv2d(cs, ct, 1) for cs, ct in zip(s_ch, t_ch, strict=True))
         self.t_layers, self.s_layers = saliency_layers(self.model), saliency_layers(self.student)
         t_params, s_params = dict(self.model.named_parameters()), dict(self.student.named_parameters())
         self.t_scores = _Scores([t_params[n] for n in self.t_layers])
@@ -176,6 +193,11 @@ class CLDA(DACS):
         groups = daformer_param_groups(self.student, self.lr, self.weight_decay, self.head_lr_mult, "head.")
         for g in groups:
             g["names"] = [f"student.{n}" for n in g["names"]]
+        if self.feat_proj is not None:  # trained with the teacher's update, at the head's lr
+            groups.append({"params": list(self.feat_proj.parameters()),
+                           "names": [f"feat_proj.{n}" for n, _ in self.feat_proj.named_parameters()],
+                           "lr": self.lr * self.head_lr_mult, "weight_decay": self.weight_decay,
+                           "lr_scale": self.head_lr_mult})
         return groups
 
     # -- saliency / LSR ---------------------------------------------------------------------------------
@@ -308,12 +330,21 @@ class CLDA(DACS):
         ns_names = set(self.nonsalient_teacher_layers()) if collab else set()
         if collab and self.t_update == "reverse_kd" and ns_names:
             with torch.no_grad():
-                z_s = self.student(xt)
-            loss_rkd = self.lambda_kd * kd_loss(self.model(xt), z_s, self.tau_kd)
+                f_s = self.student.extract(xt)
+                z_s = self.student.decode(f_s, xt.shape[-2:])
+            f_t = self.model.extract(xt)
+            loss_rkd = self.lambda_kd * kd_loss(self.model.decode(f_t, xt.shape[-2:]), z_s, self.tau_kd)
             params = [p for n, p in self.model.named_parameters() if n in ns_names]
-            for p, g in zip(params, torch.autograd.grad(loss_rkd, params), strict=True):
-                p.grad = g if p.grad is None else p.grad + g
+            if self.feat_proj is not None:
+                loss_feat = self.feat_loss * torch.stack([F.mse_loss(proj(fs), ft.float()) for proj, fs, ft
+                                                          in zip(self.feat_proj, f_s, f_t, strict=True)]).mean()
+                logs["teacher/loss_feat"] = loss_feat.detach()
+                params = params + list(self.feat_proj.parameters())
             logs["teacher/loss_reverse_kd"] = loss_rkd.detach()
+            total = loss_rkd if self.feat_proj is None else loss_rkd + loss_feat
+            for p, g in zip(params, torch.autograd.grad(total, params, allow_unused=True), strict=True):
+                if g is not None:
+                    p.grad = g if p.grad is None else p.grad + g
         if collab and self.salient_teacher_layers == "frozen":
             for n, p in self.model.named_parameters():
                 if n not in ns_names:
@@ -323,6 +354,9 @@ class CLDA(DACS):
         opt.optimizer.step()  # the teacher's update (student grads are None, so it is untouched)
         for p in self.model.parameters():
             p.grad = None
+        if self.feat_proj is not None:
+            for p in self.feat_proj.parameters():
+                p.grad = None
 
         # -- student network: self-training with pseudo-labels from the updated teacher + KD ------------
         s_logs = self.source_losses(self.student, xs, ys, "student/", imnet=self.student_imnet)
