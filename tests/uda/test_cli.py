@@ -33,3 +33,14 @@ def test_compile_reaches_the_module():
     m = DACS(enc, num_classes=3, head_kwargs={"embed_dim": 8}, compile=True, compile_options={"dynamic": False})
     assert m.compile_model is True and m.compile_options == {"dynamic": False}
     assert m.hparams["compile"] is True
+
+
+def test_optimizer_is_cores_fused_adamw():
+    """DAFormer's AdamW comes from core's factory: fused where the device has the kernel (CPU and CUDA here)."""
+    import torch
+
+    from vitlab.uda.dacs import adamw_daformer
+
+    opt = adamw_daformer([{"params": [torch.nn.Parameter(torch.zeros(3))], "lr": 6e-5, "weight_decay": 0.01}])
+    assert isinstance(opt, torch.optim.AdamW) and opt.defaults["fused"] is True
+    assert opt.defaults["betas"] == (0.9, 0.999)
