@@ -1,4 +1,6 @@
-"""Write a tiny Middlebury 2014 tree: ``<Scene>-perfect/{im0,im1,im1E,im1L}.png`` + ``disp0.pfm`` (inf holes).
+"""Write a tiny Middlebury 2014 tree: ``<Scene>-perfect/{im0,im1,im1E,im1L}.png`` + ``disp0.pfm`` (inf holes) +
+the right view's ``disp1.pfm`` (it disagrees in its first 2 columns, so left columns 30 + k, 31 + k fail the
+left-right check, as do the columns whose match leaves the frame).
 Scenes Adirondack-perfect and Umbrella-imperfect (a CroCo subval scene): 6 pairs.
 Run: python tests/data/middlebury2014/make_fixtures.py
 """
@@ -24,6 +26,9 @@ def main() -> None:
         for name in ("im0", "im1", "im1E", "im1L"):
             Image.fromarray(rng.integers(0, 256, (H, W, 3), dtype=np.uint8)).save(p / f"{name}.png")
         write_pfm(p / "disp0.pfm", d)
+        d1 = np.full((H, W), 30.0 + k, np.float32)
+        d1[:, :2] = 25.0
+        write_pfm(p / "disp1.pfm", d1)
 
 
 if __name__ == "__main__":

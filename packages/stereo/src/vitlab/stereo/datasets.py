@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from vitlab.core.data import (
@@ -26,16 +27,24 @@ from vitlab.core.data import (
     read_middlebury_disparity,
     read_png_scaled,
 )
+from vitlab.core.errors import VitlabError
 
 __all__ = [
     "NOCC_MASK",
+    "MissingDatasetFileError",
     "ETH3DStereo",
     "KITTIStereo",
     "MiddleburyStereo",
     "SceneFlowStereo",
     "StereoPairs",
+    "downsample_stereo_sample",
+    "left_right_consistent",
     "read_nocc_mask",
 ]
+
+
+class MissingDatasetFileError(VitlabError, FileNotFoundError):
+    """A dataset folder or file the layout requires is absent (one line from ``vitlab``; a FileNotFoundError)."""
 
 
 def _disp(d: np.ndarray) -> torch.Tensor:
@@ -63,8 +72,59 @@ def _mask_equals(path: Path, value: int) -> np.ndarray:
 
 def _require_dir(path: Path, what: str) -> Path:
     if not path.is_dir():
-        raise FileNotFoundError(f"{path}: directory not found (expected {what})")
+        raise MissingDatasetFileError(f"{path}: directory not found (expected {what})")
     return path
+
+
+def left_right_consistent(left: np.ndarray, right: np.ndarray, tolerance: float = 1.0) -> np.ndarray:
+    """Pixels of the left GT confirmed by the right-view GT: ``|d_R(x - d_L(x)) - d_L(x)| <= tolerance``.
+
+    The non-occluded mask of datasets that ship both views' GT but no mask (Middlebury 2005/2006 ``disp1`` /
+    ``disp5``, 2014 ``disp0`` / ``disp1``): a left pixel whose match leaves the frame, lands on unknown right
+    GT or on a right disparity that disagrees is occluded. MiddEval3's ``mask0nocc.png`` is made the same way
+    from the same maps; the 1 px tolerance is our choice.
+    """
+    H, W = left.shape
+    if right.shape != (H, W):
+        raise DatasetFormatError(f"right-view GT {right.shape} does not match the left GT {(H, W)}")
+    ok = np.isfinite(left)
+    xr = np.round(np.arange(W, dtype=np.float64)[None] - np.where(ok, left, 0.0)).astype(np.int64)
+    ok &= (xr >= 0) & (xr < W)
+    rows = np.broadcast_to(np.arange(H)[:, None], (H, W))
+    dr = right[rows, np.clip(xr, 0, W - 1)]
+    return ok & np.isfinite(dr) & (np.abs(dr - np.where(ok, left, 0.0)) <= tolerance)
+
+
+def _lr_noc(left_gt, right_gt, tolerance: float) -> np.ndarray:
+    return left_right_consistent(left_gt(), right_gt(), tolerance)
+
+
+def downsample_stereo_sample(sample: dict, factor: int) -> dict:
+    """A sample at ``1 / factor`` resolution (how vitlab makes Middlebury 2014 half / quarter size).
+
+    The frame is cropped to a multiple of ``factor`` (at most ``factor - 1`` right/bottom pixels), images are
+    averaged over ``factor x factor`` blocks (area resampling), a block's disparity is the mean of its GT divided
+    by ``factor`` and is valid only when all its GT pixels are, and a block is occluded when any pixel is.
+    """
+    f = int(factor)
+    if f == 1:
+        return sample
+    out = dict(sample)
+    H, W = sample["image"].shape[-2:]
+    h, w = H // f, W // f
+    if h == 0 or w == 0:
+        raise DatasetFormatError(f"{sample.get('name')}: {W}x{H} frame is smaller than the reduction factor {f}")
+    for key in ("image", "right"):
+        out[key] = F.avg_pool2d(sample[key][None, :, : h * f, : w * f], f)[0]
+    d = sample["disparity"][:, : h * f, : w * f]
+    fin = torch.isfinite(d)
+    mean = F.avg_pool2d(torch.where(fin, d, 0.0)[None], f)[0] / f
+    all_valid = F.avg_pool2d(fin.float()[None], f)[0] > 1.0 - 1e-6
+    out["disparity"] = torch.where(all_valid, mean, torch.full_like(mean, float("inf")))
+    if "occlusion" in sample:
+        occ = sample["occlusion"][:, : h * f, : w * f].float()
+        out["occlusion"] = (F.max_pool2d(occ[None], f)[0] > 0.5) & all_valid
+    return out
 
 
 class StereoPairs(Dataset):
@@ -148,7 +208,7 @@ class SceneFlowStereo(StereoPairs):
                     gt = root_p / sub / "disparity" / rel.with_suffix(".pfm")
                     for p in (right, gt):
                         if not p.is_file():
-                            raise FileNotFoundError(f"{p}: missing counterpart of {left}")
+                            raise MissingDatasetFileError(f"{p}: missing counterpart of {left}")
                     name = f"{sub}/{ps}/{rel.with_suffix('')}".replace("/left/", "/")
                     self.pairs.append((name, left, right, partial(read_disparity_pfm, gt), None))
         if split == "test1of100":
@@ -195,13 +255,13 @@ class KITTIStereo(StereoPairs):
         for left in lefts:
             right = base / names[1] / left.name
             if not right.is_file():
-                raise FileNotFoundError(f"{right}: missing right image of {left}")
+                raise MissingDatasetFileError(f"{right}: missing right image of {left}")
             gt_fn = noc_fn = None
             if split != "test":
                 occ_p, noc_p = base / names[2] / left.name, base / names[3] / left.name
                 main = occ_p if gt == "occ" else noc_p
                 if not main.is_file():
-                    raise FileNotFoundError(f"{main}: missing KITTI disparity of {left}")
+                    raise MissingDatasetFileError(f"{main}: missing KITTI disparity of {left}")
                 gt_fn = partial(read_kitti_disparity, main)
                 if gt == "occ" and noc_p.is_file():
                     noc_fn = partial(_kitti_valid, noc_p)
@@ -244,14 +304,14 @@ class ETH3DStereo(StereoPairs):
                 continue
             right = scene / "im1.png"
             if not right.is_file():
-                raise FileNotFoundError(f"{right}: missing right image of scene {scene}")
+                raise MissingDatasetFileError(f"{right}: missing right image of scene {scene}")
             gt_fn = noc_fn = None
             if split != "test":
                 g = gt_root / scene.name
                 cands = [g / "disp0GT.pfm", g / "disp0.pfm"]
                 gt_p = next((c for c in cands if c.is_file()), None)
                 if gt_p is None:
-                    raise FileNotFoundError(f"{cands[0]}: missing ETH3D ground truth of scene {scene.name}")
+                    raise MissingDatasetFileError(f"{cands[0]}: missing ETH3D ground truth of scene {scene.name}")
                 gt_fn = partial(read_disparity_pfm, gt_p)
                 m = g / "mask0nocc.png"
                 if m.is_file():
@@ -280,7 +340,9 @@ class MiddleburyStereo(StereoPairs):
           pair per illumination/exposure); the PNG holds full-resolution disparities, so ``d = v / s`` with
           ``s = {full: 1, half: 2, third: 3}[size]``.
         * 2014: ``root/<Scene>-{perfect,imperfect}/im0.png, im1.png, im1E.png, im1L.png, disp0.pfm``: three
-          pairs per scene (im1, im1E, im1L), 138 for 46 scenes.
+          pairs per scene (im1, im1E, im1L; ``rights`` picks them), 138 for 46 scenes. The dataset is
+          distributed at full size only; ``size`` ``"half"`` / ``"quarter"`` reduces each sample
+          (:func:`downsample_stereo_sample`).
         * eval3: ``root/training{F,H,Q}/<Scene>/im0.png, im1.png, disp0GT.pfm, mask0nocc.png`` (test: ``test{F,H,Q}``).
 
     Args:
@@ -288,14 +350,22 @@ class MiddleburyStereo(StereoPairs):
         split: ``"train"`` (all), ``"subtrain"`` / ``"subval"`` (CroCo's held-out scenes: the last training
             scene for eval3, Umbrella-imperfect and Vintage-perfect for 2014, the last scene otherwise
             [inferred]), ``"test"`` (eval3 only, no GT).
-        size: 2005/2006 image size (``"half"`` default); eval3 resolution letter ``"F"``, ``"H"`` or ``"Q"``.
+        size: 2005/2006 image size (``"half"`` default); eval3 resolution letter ``"F"``, ``"H"`` or ``"Q"``;
+            2014 ``"full"`` (default), ``"half"`` or ``"quarter"``.
+        rights: 2014 right views to pair with ``im0`` (default all three: ``im1``, ``im1E``, ``im1L``).
+        derive_occlusion: 2005 / 2006 / 2014, which ship the right view's GT (``disp5.png`` / ``disp1.pfm``) but
+            no mask: add ``occlusion`` from a left-right check (:func:`left_right_consistent`) where that GT exists.
+        occlusion_tolerance: the check's tolerance in full-resolution pixels (1).
     """
 
     layout = ("see MiddleburyStereo docstring (2001 *.ppm + truedisp/disp2.pgm; 2003 im2/im6/disp2.png; "
               "2005/2006 view1/view5/disp1.png; 2014 im0/im1/disp0.pfm; eval3; v2 imL/imR/groundtruth.png)")
 
-    def __init__(self, root: str, version: str = "2014", split: str = "train", size: str | None = None) -> None:
+    def __init__(self, root: str, version: str = "2014", split: str = "train", size: str | None = None,
+                 rights: Sequence[str] = ("im1", "im1E", "im1L"), derive_occlusion: bool = False,
+                 occlusion_tolerance: float = 1.0) -> None:
         super().__init__()
+        self.factor = 1
         if version not in MIDDLEBURY_VERSIONS:
             raise ValueError(f"Middlebury version must be one of {MIDDLEBURY_VERSIONS}, got {version!r}")
         if split not in ("train", "subtrain", "subval", "test"):
@@ -313,13 +383,26 @@ class MiddleburyStereo(StereoPairs):
             scenes = self._split(scenes, split, last=1)
             for sc in scenes:
                 gt_fn = partial(read_middlebury_disparity, sc / "disp1.png", _SIZE_SCALE[size])
+                noc_fn = None
+                if derive_occlusion and (sc / "disp5.png").is_file():
+                    right_fn = partial(read_middlebury_disparity, sc / "disp5.png", _SIZE_SCALE[size])
+                    noc_fn = partial(_lr_noc, gt_fn, right_fn, occlusion_tolerance / _SIZE_SCALE[size])
                 views = [sc] if (sc / "view1.png").is_file() else sorted(
                     p.parent for p in sc.glob("Illum*/Exp*/view1.png"))
                 for v in views:
                     tag = "" if v == sc else "/" + "/".join(v.relative_to(sc).parts)
                     self.pairs.append((f"middlebury{version}/{sc.name}{tag}", v / "view1.png", v / "view5.png",
-                                       gt_fn, None))
+                                       gt_fn, noc_fn))
         elif version == "2014":
+            factors = {"full": 1, "half": 2, "quarter": 4}
+            size = size or "full"
+            if size not in factors:
+                raise ValueError(f"Middlebury 2014 size must be one of {sorted(factors)}, got {size!r}")
+            unknown = sorted(set(rights) - {"im1", "im1E", "im1L"})
+            if unknown or not rights:
+                raise ValueError(f"Middlebury 2014 rights must be a non-empty subset of im1, im1E, im1L, got "
+                                 f"{list(rights)!r}")
+            self.factor = factors[size]
             scenes = sorted(p for p in root_p.iterdir() if (p / "im0.png").is_file())
             held = ("Umbrella-imperfect", "Vintage-perfect")
             if split == "subval":
@@ -329,11 +412,15 @@ class MiddleburyStereo(StereoPairs):
             for sc in scenes:
                 gt = sc / "disp0.pfm"
                 if not gt.is_file():
-                    raise FileNotFoundError(f"{gt}: missing Middlebury 2014 GT of scene {sc.name}")
+                    raise MissingDatasetFileError(f"{gt}: missing Middlebury 2014 GT of scene {sc.name}")
+                gt_fn, noc_fn = partial(read_disparity_pfm, gt), None
+                if derive_occlusion and (sc / "disp1.pfm").is_file():
+                    noc_fn = partial(_lr_noc, gt_fn, partial(read_disparity_pfm, sc / "disp1.pfm"),
+                                     occlusion_tolerance)
                 for r in ("im1", "im1E", "im1L"):
-                    if (sc / f"{r}.png").is_file():
+                    if r in rights and (sc / f"{r}.png").is_file():
                         self.pairs.append((f"middlebury2014/{sc.name}/{r}", sc / "im0.png", sc / f"{r}.png",
-                                           partial(read_disparity_pfm, gt), None))
+                                           gt_fn, noc_fn))
         else:
             size = size or "H"
             if size not in ("F", "H", "Q"):
@@ -348,13 +435,16 @@ class MiddleburyStereo(StereoPairs):
                 if split != "test":
                     gt = sc / "disp0GT.pfm"
                     if not gt.is_file():
-                        raise FileNotFoundError(f"{gt}: missing MiddEval3 GT of scene {sc.name}")
+                        raise MissingDatasetFileError(f"{gt}: missing MiddEval3 GT of scene {sc.name}")
                     gt_fn = partial(read_disparity_pfm, gt)
                     m = sc / "mask0nocc.png"
                     if m.is_file():  # 255 = non-occluded, 128 = occluded, 0 = no GT
                         noc_fn = partial(_mask_equals, m, 255)
                 self.pairs.append((f"middeval3{size}/{sc.name}", sc / "im0.png", sc / "im1.png", gt_fn, noc_fn))
         self._finish(root_p)
+
+    def __getitem__(self, index: int) -> dict:
+        return downsample_stereo_sample(super().__getitem__(index), self.factor)
 
     def _small_layouts(self, root: Path, version: str, split: str, size: str | None) -> None:
         """The 2001 / 2003 / v2 layouts: one pair per scene folder."""
@@ -395,5 +485,3 @@ class MiddleburyStereo(StereoPairs):
         if split == "subtrain":
             return scenes[:-last]
         return scenes
-
-

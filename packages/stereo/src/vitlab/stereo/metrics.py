@@ -104,8 +104,10 @@ class StereoMetrics(Metric):
         self.count = self.count + keep.sum()
 
     def compute(self) -> dict[str, Tensor]:
+        """The metrics; NaN when no valid pixel was seen (an empty mask scores nothing, not a perfect 0)."""
         vals = self.sums / self.count.clamp(min=1)
         if self.reduction == "pixel":
             vals = vals.clone()
             vals[1] = vals[1].sqrt()
+        vals = torch.where(self.count > 0, vals, torch.full_like(vals, float("nan")))
         return {name: vals[i].float() for i, name in enumerate(self.names)}
