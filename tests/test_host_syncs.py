@@ -253,3 +253,19 @@ def test_guard_and_progress_share_one_read_per_log_step():
         second = logged_scalars(trainer)
     assert first["train/aux"] == 2.0 and second == {k: float(v) for k, v in metrics.items()}
     assert c.by_kind()["read"] == 1, c.report()
+
+
+def test_depth_metric_update_makes_no_sync_and_skips_empty_images():
+    from vitlab.core.metrics import DepthMetrics
+
+    target = torch.rand(3, 1, 8, 8) + 0.5
+    target[1] = float("inf")  # no valid pixel: does not count
+    pred = target.clone().nan_to_num(posinf=1.0) * 1.1
+    m = DepthMetrics()
+    with HostSyncCounter() as c:
+        m.update(pred, target)
+    assert c.count == 0, c.report()
+    out = m.compute()
+    assert int(m.num_images) == 2
+    assert out["abs_rel"].item() == pytest.approx(0.1, rel=1e-5)
+    assert out["delta1"].item() == pytest.approx(1.0)

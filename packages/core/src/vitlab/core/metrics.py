@@ -46,16 +46,13 @@ class DepthMetrics(Metric):
         valid = torch.isfinite(target) & (target > self.min_depth) & (target <= hi)
         pred = pred.clamp(self.min_depth, hi if self.max_depth is not None else None)
         n = valid.sum(1)
-        keep = n > 0  # images without any valid pixel do not count
-        if not keep.any():
-            return
-        pred, target, valid, n = pred[keep], target[keep], valid[keep], n[keep].double()
+        keep = n > 0  # images without any valid pixel do not count: weighted out on the device, no sync
         t = torch.where(valid, target, torch.ones_like(target))
         p = torch.where(valid, pred, torch.ones_like(pred))
         diff = p - t
 
-        def mean(x: Tensor) -> Tensor:  # per-image mean over valid pixels
-            return (x * valid).sum(1) / n
+        def mean(x: Tensor) -> Tensor:  # per-image mean over valid pixels (0 for images without any)
+            return (x * valid).sum(1) / n.clamp(min=1).double()
 
         ratio = torch.maximum(p / t, t / p)
         per_image = {
@@ -69,8 +66,8 @@ class DepthMetrics(Metric):
             "delta3": mean((ratio < 1.25**3).double()),
         }
         for name, v in per_image.items():
-            setattr(self, name, getattr(self, name) + v.sum())
-        self.num_images += int(keep.sum())
+            setattr(self, name, getattr(self, name) + torch.where(keep, v, torch.zeros_like(v)).sum())
+        self.num_images += keep.sum()
 
     def compute(self) -> dict[str, Tensor]:
         denom = self.num_images.clamp(min=1).double()

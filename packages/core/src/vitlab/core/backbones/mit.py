@@ -113,6 +113,8 @@ class MixFFN(nn.Module):
 class MiTBlock(nn.Module):
     """Pre-norm transformer block: efficient attention and Mix-FFN, each with drop path."""
 
+    compile_region = True  # ``compile: true`` compiles each block (vitlab.core.perf.compile_regions)
+
     def __init__(self, dim: int, num_heads: int, sr_ratio: int, mlp_ratio: float = 4.0, qkv_bias: bool = True,
                  drop: float = 0.0, attn_drop: float = 0.0, drop_path: float = 0.0) -> None:
         super().__init__()
