@@ -41,3 +41,22 @@ def test_sca_shapes_deep_supervision_and_gradients():
     loss.backward()
     missing = [n for n, p in m.named_parameters() if p.requires_grad and p.grad is None]
     assert not missing, missing
+
+
+def test_se_ratio_and_backbone_bn_momentum_follow_the_official_code():
+    """FPMA's SE is the official ``SEBlock(r=16)``: C // 16 hidden channels (1, 2, 4, 9 for W18), mean-pool,
+    ReLU, sigmoid gate; the HRNet backbone's BatchNorms use the official ``BN_MOMENTUM`` 0.01."""
+    with torch.device("meta"):
+        m = SCAMTL(["semseg", "sal"], img_size=64)
+    enc = m.backbone if hasattr(m, "backbone") else m.encoder
+    hidden = {s: se["semseg"].fc1.out_channels for s, se in enc.fpma_se.items()}
+    widths = dict(zip(map(str, range(4)), enc.hrnet.out_channels))
+    assert hidden == {s: max(1, widths[s] // 16) for s in hidden}
+    bns = [b for b in enc.hrnet.modules() if isinstance(b, torch.nn.BatchNorm2d)]
+    assert bns and all(b.momentum == 0.01 for b in bns)
+    se = enc.fpma_se["3"]["semseg"].to_empty(device="cpu")
+    for p in se.parameters():
+        torch.nn.init.normal_(p)
+    x = torch.randn(2, widths["3"], 3, 3)
+    squeeze = torch.sigmoid(se.fc2(torch.relu(se.fc1(x.mean((2, 3), keepdim=True)))))
+    torch.testing.assert_close(se(x), x * squeeze)

@@ -34,7 +34,11 @@ or documented default):
 3. FPMA's softmax views the task-major concat as (B, T, C, H, W) (the code's (B, C, T, H, W) view interleaves
    tasks); its Swin block uses ``fpma_heads`` (4) reduced to the largest divisor of T·C_s.
 4. Swin windows shrink to the feature map when it is smaller than 7 (as Swin itself does); maps are padded to
-   whole windows otherwise. SE reduction ratio 1/4 [inferred].
+   whole windows otherwise.
+
+From the code, not choices: FPMA's per-task SE block reduces C_s to C_s // 16 channels (``SEBlock(r=16)``:
+1, 2, 4, 9 for W18) with a ReLU and a sigmoid gate; the HRNet backbone's BatchNorms use momentum 0.01
+(``BN_MOMENTUM`` of its ``seg_hrnet.py``), the decoder's keep PyTorch's 0.1.
 """
 
 from __future__ import annotations
@@ -124,6 +128,9 @@ class SCAEncoder(nn.Module):
         self.tasks = list(tasks)
         T = len(self.tasks)
         self.hrnet = HRNetFeatures(hrnet, pretrained)
+        for m in self.hrnet.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.momentum = 0.01  # the official HRNet's BN_MOMENTUM
         C = self.hrnet.out_channels
         self.widths = C
         size = (img_size, img_size) if isinstance(img_size, int) else tuple(img_size)
@@ -144,7 +151,7 @@ class SCAEncoder(nn.Module):
         self.fpma_attn = nn.ModuleDict({str(s): _SwinStage(T * C[s], res[s], 1, _heads(T * C[s], fpma_heads), window)
                                         for s in (1, 2, 3)})
         self.fpma_fuse = nn.ModuleDict({str(s): basic_block(T * C[s], C[s]) for s in (1, 2, 3)})
-        self.fpma_se = nn.ModuleDict({str(s): nn.ModuleDict({t: SEModule(C[s], rd_ratio=0.25) for t in tasks})
+        self.fpma_se = nn.ModuleDict({str(s): nn.ModuleDict({t: SEModule(C[s], rd_channels=max(1, C[s] // 16)) for t in tasks})
                                       for s in (1, 2, 3)})
         self.up_proj = nn.ModuleDict({str(s): nn.ModuleDict({t: _conv_bn(C[s], C[s - 1], relu=True) for t in tasks})
                                       for s in (1, 2, 3)})
