@@ -13,7 +13,7 @@ from PIL import Image
 
 from vitlab.core.cli import build_cli, main
 from vitlab.core.data.io import read_kitti_disparity, read_pfm
-from vitlab.stereo import MaDisStereo, StereoMatching, UniTTStereo, random_token_mask, sample_mask_ratio
+from vitlab.stereo import MaDisStereo, StereoMatching, UniTTStereo, sample_mask_ratio
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs" / "stereo"
@@ -79,9 +79,6 @@ def test_unitt_ratio_is_truncated_and_rounded():
     assert set(rs) == {0.0, 0.1, 0.2, 0.3, 0.4, 0.5}  # sigma 1 >> range: nearly uniform
     narrow = [sample_mask_ratio(0.3, 0.7, 0.5, 0.01, generator=g) for _ in range(50)]
     assert set(narrow) == {0.5}
-    mask, keep = random_token_mask(3, 20, 0.4)
-    assert (mask.sum(1) == 8).all() and keep.shape == (3, 12)
-    assert torch.equal(mask.gather(1, keep), torch.zeros(3, 12, dtype=torch.bool))
 
 
 def test_unitt_gate_and_zero_ratio(tiny_net):

@@ -229,9 +229,53 @@ def test_croco_pretraining_checkpoint_into_a_correlation_model(tiny_net, tmp_pat
     assert any(k.startswith("corr.") for k in rep.missing) and rep.unexpected == []
 
 
-def test_masked_methods_refuse_the_correlation(tiny_net):
-    from vitlab.stereo import MaDisStereo, UniTTStereo
+def test_forward_masked_unmasked_is_the_forward(tiny_net):
+    """Nothing masked: the masked forward's disparity is the supervised forward's (one shared code path)."""
+    torch.manual_seed(0)
+    m = tiny_net(hook_mode="decoder", corr_disparities=16).eval()
+    left, right = _shifted_pair(8, 64, 64)
+    with torch.no_grad():
+        s = m.forward_masked(left, right)
+        assert torch.equal(s.disparity, m(left, right))
+    assert s.recon_right is None and s.recon_left.shape == (1, 16, 16 * 16 * 3)
+    assert s.feat_left.shape == s.feat_right.shape == (1, 16, 32) and len(s.decoder) == m.dec_depth
 
+
+def test_forward_masked_runs_the_correlation_on_the_full_views(tiny_net):
+    """Masked views: the correlation (on the unmasked views) still sets the disparity and feeds only the visible
+    left tokens; masked tokens read zeros from the encoder features; both views masked gives pass B."""
+    from vitlab.core.backbones import random_masking
+
+    torch.manual_seed(0)
+    m = tiny_net(hook_mode="decoder", corr_disparities=16)
+    with torch.no_grad():
+        m.corr.to_tokens.weight.normal_()  # non-zero match tokens
+    left, right = _shifted_pair(8, 64, 64)
+    ml, mr = (random_masking(1, (4, 4), 0.5, count="mask") for _ in range(2))
+    s = m.forward_masked(left, right, keep_left=ml.ids_keep, keep_right=mr.ids_keep)
+    assert s.disparity.shape == (1, 2, 64, 64) and s.recon_right.shape == s.recon_left.shape == (1, 16, 768)
+    hidden_l, hidden_r = ml.mask[0] > 0.5, mr.mask[0] > 0.5
+    assert (s.feat_left[0, hidden_l] == 0).all() and (s.feat_left[0, ~hidden_l] != 0).any()
+    assert (s.feat_right[0, hidden_r] == 0).all()
+    # the disparity moves with the right view through the correlation although half of each view is hidden
+    right.requires_grad_(True)
+    s = m.forward_masked(left, right, keep_left=ml.ids_keep)
+    s.disparity[:, 0].sum().backward()
+    assert right.grad.abs().sum() > 0
+    assert m.corr.stem[0].weight.grad.abs().sum() > 0 and m.corr.to_tokens.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="hook_mode='decoder'"):
+        tiny_net().forward_masked(left, right, keep_left=ml.ids_keep)
+
+
+def test_supervised_module_freezes_the_pretext_parts(tiny_net):
+    """StereoMatching trains neither mask_token nor prediction_head (DDP would wait for their gradients); the
+    masked methods train them; the state dict keeps them either way (checkpoints load both ways)."""
+    from vitlab.stereo import MaDisStereo, StereoMatching, UniTTStereo
+
+    sup = StereoMatching(tiny_net())
+    assert not sup.net.mask_token.requires_grad
+    assert not any(p.requires_grad for p in sup.net.prediction_head.parameters())
+    assert "net.mask_token" in sup.state_dict() and "net.prediction_head.weight" in sup.state_dict()
     for cls in (UniTTStereo, MaDisStereo):
-        with pytest.raises(ValueError, match="corr_disparities"):
-            cls(tiny_net(hook_mode="decoder", corr_disparities=16))
+        mod = cls(tiny_net(hook_mode="decoder", corr_disparities=16))
+        assert mod.net.mask_token.requires_grad and mod.net.prediction_head.weight.requires_grad

@@ -151,3 +151,26 @@ def test_vitlab_predict_on_a_folder_of_pairs(tmp_path):
     assert np.allclose(read_pfm(out / "x_L.pfm"), ref, atol=1e-4)
     assert not np.allclose(ref, predict_disparity(cli.model, tmp_path / "imgs" / "x_L.png",
                                                   tmp_path / "imgs" / "x_R.png"), atol=1e-3)
+
+
+def test_predict_and_tasks_do_not_import_each_other():
+    """The inference geometry (padding, scale, tiles) lives in ``tiling``; neither module imports the other,
+    at the top or inside a function."""
+    import ast
+
+    src = REPO / "packages" / "stereo" / "src" / "vitlab" / "stereo"
+
+    def imports(name: str) -> set[str]:
+        found = set()
+        for node in ast.walk(ast.parse((src / f"{name}.py").read_text())):
+            if isinstance(node, ast.ImportFrom):
+                mod = node.module or ""
+                found.add(mod.rsplit(".", 1)[-1] if node.level == 0 and mod.startswith("vitlab.stereo.") else mod)
+                found.update(a.name for a in node.names if node.level and not mod)  # from . import x
+            elif isinstance(node, ast.Import):
+                found.update(a.name.rsplit(".", 1)[-1] for a in node.names if a.name.startswith("vitlab.stereo."))
+        return found
+
+    assert "tasks" not in imports("predict"), imports("predict")
+    assert "predict" not in imports("tasks"), imports("tasks")
+    assert "tiling" in imports("predict") or "tiling" in imports("tasks")

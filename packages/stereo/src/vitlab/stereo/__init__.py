@@ -6,7 +6,6 @@ Installing this distribution registers it in the `vitlab.plugins` entry-point gr
 """
 
 from vitlab.stereo.augment import StereoAugmentor
-from vitlab.stereo.benchmark import ZeroShotEvaluator, ZeroShotStereoDataModule, sgbm_disparity
 from vitlab.stereo.data import StereoDataModule
 from vitlab.stereo.datasets import (
     ETH3DStereo,
@@ -23,7 +22,15 @@ from vitlab.stereo.losses import (
     feature_warp_consistency,
 )
 from vitlab.stereo.metrics import StereoMetrics
-from vitlab.stereo.model import PRESETS, BinocularViT, croco_hooks, decoder_hooks, patchify, unpatchify
+from vitlab.stereo.model import (
+    PRESETS,
+    BinocularViT,
+    MaskedForward,
+    croco_hooks,
+    decoder_hooks,
+    patchify,
+    unpatchify,
+)
 from vitlab.stereo.predict import (
     StereoImagePairs,
     StereoPairsDataModule,
@@ -32,7 +39,7 @@ from vitlab.stereo.predict import (
     resolve_pairs,
     suggest_scale,
 )
-from vitlab.stereo.tasks import MaDisStereo, StereoMatching, UniTTStereo, random_token_mask, sample_mask_ratio
+from vitlab.stereo.tasks import MaDisStereo, StereoMatching, UniTTStereo, sample_mask_ratio
 from vitlab.stereo.tiling import confidence_weight, tile_offsets, tiled_predict
 from vitlab.stereo.writer import StereoPredictionWriter
 
@@ -46,6 +53,7 @@ __all__ = [
     "LaplacianLoss",
     "LaplacianLossBounded2",
     "MaDisStereo",
+    "MaskedForward",
     "MaskedMSE",
     "MiddleburyStereo",
     "SceneFlowStereo",
@@ -59,19 +67,15 @@ __all__ = [
     "StereoPairsDataModule",
     "StereoPredictionWriter",
     "UniTTStereo",
-    "ZeroShotEvaluator",
-    "ZeroShotStereoDataModule",
     "confidence_weight",
     "croco_hooks",
     "decoder_hooks",
     "feature_warp_consistency",
     "patchify",
     "predict_disparity",
-    "random_token_mask",
     "read_stereo_image",
     "resolve_pairs",
     "sample_mask_ratio",
-    "sgbm_disparity",
     "suggest_scale",
     "tile_offsets",
     "tiled_predict",

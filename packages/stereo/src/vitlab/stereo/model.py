@@ -11,8 +11,9 @@ al., "CroCo v2: Improved Cross-view Completion Pre-training for Stereo Matching 
   enc-normed, the last decoder entry dec-normed) at the ``hooks`` indices; 2 channels = disparity + raw
   confidence, no activation.
 
-The masked forwards used by UniTT-Stereo / MaDis-Stereo keep CroCo's pre-training parts: a decoder-side
-``mask_token`` inserted at masked positions and the ``prediction_head`` ``Linear(dec_dim -> p*p*3)``.
+The masked forward used by UniTT-Stereo / MaDis-Stereo (:meth:`BinocularViT.forward_masked`) keeps CroCo's
+pre-training parts: a decoder-side ``mask_token`` inserted at masked positions and the ``prediction_head``
+``Linear(dec_dim -> p*p*3)``; the supervised forward does not use them.
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ __all__ = [
     "vitlab_croco_state",
     "BinocularViT",
     "LoadReport",
+    "MaskedForward",
     "croco_hooks",
     "decoder_hooks",
     "patchify",
@@ -82,6 +84,33 @@ def decoder_hooks(enc_depth: int, dec_depth: int) -> list[int]:
     else:
         rel = [min(dec_depth - 1, round(i * (dec_depth - 1) / 3)) for i in range(4)]
     return [enc_depth + r for r in rel]
+
+
+class MaskedForward(NamedTuple):
+    """What :meth:`BinocularViT.forward_masked` returns (``N = h * w`` patches, raster order).
+
+    Attributes:
+        disparity: ``(B, 2, H, W)`` disparity (px) and raw confidence, fp32.
+        recon_left: ``(B, N, p*p*3)`` pixel prediction of every left patch (pass A's last decoder block).
+        recon_right: the same for the right view (pass B), ``None`` when the right view is not masked.
+        feat_left, feat_right: ``(B, N, C_enc)`` last (enc-normed) encoder layer of each view, zeros at its
+            masked tokens (UniTT's consistency features; MaDis's zero-filled decoder memory).
+        decoder: pass A's decoder block outputs (the last one dec-normed).
+    """
+
+    disparity: torch.Tensor
+    recon_left: torch.Tensor | None
+    recon_right: torch.Tensor | None
+    feat_left: torch.Tensor
+    feat_right: torch.Tensor
+    decoder: list[torch.Tensor]
+
+
+def _scatter_visible(visible: torch.Tensor, ids_keep: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """``(B, N', C)`` tokens at ``ids_keep`` -> ``(B, num_tokens, C)`` with zeros at the masked places."""
+    B, _, C = visible.shape
+    full = visible.new_zeros(B, num_tokens, C)
+    return full.scatter(1, ids_keep[..., None].expand(-1, -1, C), visible)
 
 
 class LoadReport(NamedTuple):
@@ -261,24 +290,76 @@ class BinocularViT(CroCoNet):
 
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` x 2, H and W multiples of 32 (DPT fusion, spec §1.3) -> ``(B, 2, H, W)``."""
+        return self._run(left, right, None, None, pretext=False).disparity
+
+    def forward_masked(self, left: torch.Tensor, right: torch.Tensor, keep_left: torch.Tensor | None = None,
+                       keep_right: torch.Tensor | None = None) -> MaskedForward:
+        """The masked training forward of UniTT-Stereo and MaDis-Stereo (and, unmasked, of their teachers).
+
+        ``keep_left`` / ``keep_right``: ``(B, N')`` visible patch indices of each view (``None`` = all visible),
+        e.g. ``vitlab.core.backbones.random_masking(B, grid, r, count="mask").ids_keep`` (CroCo's count rule).
+        The visible tokens of each view are encoded; the decoder reads the left view (``mask_token`` at its
+        masked places) against the right view's last encoder layer, zero-filled at its masked places (pass A:
+        disparity + confidence from the DPT, left reconstruction from ``prediction_head``). When ``keep_right``
+        is given, pass B (same weights) reads the masked right view against the zero-filled left view and
+        reconstructs the right (MaDis ``MaDis_finetuning`` mode 1 [code]). UniTT masks the left view only
+        (``keep_right=None``: the right view stays whole, as in its code).
+
+        The correlation (``corr_disparities > 0``, a vitlab addition in neither paper) always sees the full,
+        unmasked views: its cost volume is the model's matching evidence, and at test time nothing is masked,
+        so the training forward matches it the same way. Its coarse disparity is under the DPT output
+        everywhere; its match tokens are added to the *visible* left tokens only, so a masked query token stays
+        a bare ``mask_token`` and the masked-patch reconstruction still has to come from the other view (the
+        cross-view completion UniTT and MaDis train; the cost volume would otherwise hand the decoder a
+        summary of the hidden patches). MaDis's pass B reconstructs the right view and gets no correlation (the
+        volume is aligned with the left view).
+
+        A masked left view has no full-length encoder output, so masking the left view needs decoder-only
+        hooks (``hook_mode="decoder"``).
+        """
+        if keep_left is not None and min(self.hooks) < self.enc_depth:
+            raise ValueError(f"forward_masked: a masked left view cannot feed encoder hooks {self.hooks} "
+                             f"(encoder depth {self.enc_depth}); build the model with hook_mode='decoder'")
+        return self._run(left, right, keep_left, keep_right, pretext=True)
+
+    def _run(self, left: torch.Tensor, right: torch.Tensor, keep_left: torch.Tensor | None,
+             keep_right: torch.Tensor | None, pretext: bool) -> MaskedForward:
         if left.shape != right.shape:
             raise ValueError(f"left {tuple(left.shape)} and right {tuple(right.shape)} differ")
         B = left.shape[0]
-        enc, _, hw = self.encode(torch.cat([left, right], dim=0))
-        query = enc[-1][:B]
+        keep_left = None if keep_left is None else keep_left.sort(dim=1).values
+        keep_right = None if keep_right is None else keep_right.sort(dim=1).values
+        if keep_left is None and keep_right is None:  # both views in one encoder batch, as CroCo-Stereo
+            enc, _, hw = self.encode(torch.cat([left, right], dim=0))
+            enc_l, feat_l, feat_r = enc, enc[-1][:B], enc[-1][B:]
+        else:
+            enc_l, _, hw = self.encode(left, keep_left)
+            enc_r, _, _ = self.encode(right, keep_right)
+            n = hw[0] * hw[1]
+            feat_l = enc_l[-1] if keep_left is None else _scatter_visible(enc_l[-1], keep_left, n)
+            feat_r = enc_r[-1] if keep_right is None else _scatter_visible(enc_r[-1], keep_right, n)
+        query = enc_l[-1][:B]
         if self.corr is not None:
             coarse, corr_tokens = self.corr(left, right)
-            query = query + corr_tokens.to(query.dtype)
-        dec = self.decode(query, enc[-1][B:], hw)
+            corr_tokens = corr_tokens.to(query.dtype)
+            if keep_left is not None:  # visible left tokens only (see forward_masked)
+                corr_tokens = corr_tokens.gather(1, keep_left[..., None].expand(-1, -1, corr_tokens.shape[-1]))
+            query = query + corr_tokens
+        dec = self.decode(query, feat_r, hw, keep_left)
         if self.hook_mode == "decoder" and min(self.hooks) >= self.enc_depth:
             feats = [None] * self.enc_depth + dec  # encoder outputs unused: skip slicing them
         else:
-            feats = [e[:B] for e in enc] + dec
+            feats = [e[:B] for e in enc_l] + dec
         # disparity + confidence in fp32 even under bf16 autocast (regression targets, Laplacian loss)
         out = self.dense_head(feats, left.shape[-2:]).float()
         if self.corr is not None:  # the head predicts a residual to the correlation's coarse disparity
             out = torch.cat([out[:, :1] + coarse, out[:, 1:]], dim=1)
-        return out
+        if not pretext:
+            return MaskedForward(out, None, None, feat_l, feat_r, dec)
+        recon_right = None
+        if keep_right is not None:
+            recon_right = self.reconstruct(self.decode(enc_r[-1], feat_l, hw, keep_right)[-1])
+        return MaskedForward(out, self.reconstruct(dec[-1]), recon_right, feat_l, feat_r, dec)
 
     # ------------------------------------------------------------------ checkpoints
     def load_croco(self, path_or_state: str | Mapping, strict: bool = False) -> LoadReport:

@@ -20,9 +20,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
+from vitlab.core import VitlabModule
+from vitlab.core.checkpoint_io import load_checkpoint_file
 from vitlab.core.data import (
     DatasetFormatError,
     array_to_image_tensor,
@@ -196,14 +197,21 @@ def suggest_scale(trained_max_disparity: float, max_disparity: float) -> float:
 
 
 def _load_module(model):
-    from .tasks import StereoMatching
+    """A stereo LightningModule (anything with ``predict_disparity``), or one loaded from its checkpoint.
 
+    The class comes from the checkpoint (``_class_path``, written by ``vitlab fit``), so every stereo module
+    (supervised, UniTT, MaDis) loads through the core base class.
+    """
     if isinstance(model, (str, os.PathLike)):
         p = Path(model)
         if not p.is_file():
             raise FileNotFoundError(f"{p}: checkpoint not found")
-        return StereoMatching.load_from_checkpoint(p, map_location="cpu")
-    if isinstance(model, StereoMatching):
+        hparams = load_checkpoint_file(p, verify=False).get("hyper_parameters") or {}  # verified when loaded
+        if "_class_path" not in hparams:
+            raise ValueError(f"{p}: the checkpoint does not name its module class (expected one written by "
+                             "`vitlab fit`); load it with <YourModule>.load_from_checkpoint and pass the module")
+        model = VitlabModule.load_from_checkpoint(p, map_location="cpu")
+    if isinstance(model, torch.nn.Module) and callable(getattr(model, "predict_disparity", None)):
         return model
     raise TypeError(f"model: expected a StereoMatching module or a checkpoint path, got {type(model).__name__}")
 
@@ -236,21 +244,3 @@ def predict_disparity(model, left: ImageLike, right: ImageLike, scale: float = 1
     finally:
         module.train(was_training)
     return disp[0, 0].float().cpu().numpy().astype(np.float32, copy=False)
-
-
-def rescale_views(left: torch.Tensor, right: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Both ``(B, 3, H, W)`` views resized to ``round(H * scale) x round(W * scale)`` (antialiased bilinear)."""
-    H, W = left.shape[-2:]
-    size = (max(1, round(H * scale)), max(1, round(W * scale)))
-    if size == (H, W):
-        return left, right
-    return tuple(F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
-                 for x in (left, right))
-
-
-def restore_disparity(disp: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """``(B, C, h, w)`` disparity (and confidence) back to ``size`` (bilinear); disparity times ``W / w``."""
-    h, w = disp.shape[-2:]
-    if (h, w) == tuple(size):
-        return disp
-    return F.interpolate(disp, size=tuple(size), mode="bilinear", align_corners=False) * (size[1] / float(w))

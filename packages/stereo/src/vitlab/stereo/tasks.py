@@ -8,33 +8,51 @@ from __future__ import annotations
 
 import random
 from statistics import NormalDist
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor
 
 from vitlab.core import EMATeacher, VitlabModule
-from vitlab.core.backbones import patchify, random_masking
+from vitlab.core.backbones import MaskOutput, patchify, random_masking
 from vitlab.core.visualize import colorize_depth, panel, to_uint8_image
 
-from .benchmark import ZeroShotEvaluator, ZeroShotStereoDataModule
 from .losses import LaplacianLossBounded2, MaskedMSE, build_stereo_loss, feature_warp_consistency
 from .metrics import StereoMetrics
 from .model import BinocularViT
-from .tiling import CONF_MODES, confidence_weight, tiled_predict
+from .tiling import (
+    CONF_MODES,
+    budget_window,
+    confidence_weight,
+    forward_padded,
+    frame_tokens,
+    rescale_views,
+    restore_disparity,
+    tiled_predict,
+)
 
-__all__ = ["MaDisStereo", "StereoMatching", "UniTTStereo", "random_token_mask", "sample_mask_ratio"]
+__all__ = ["MaDisStereo", "StereoMatching", "UniTTStereo", "sample_mask_ratio"]
 
 
-def random_token_mask(batch: int, num_tokens: int, ratio: float, device=None) -> tuple[Tensor, Tensor]:
-    """CroCo ``RandomMask``: exactly ``int(ratio * N)`` masked tokens per sample, uniformly at random (core
-    :func:`~vitlab.core.backbones.patches.random_masking` with CroCo's count rule).
+class InferencePlan(NamedTuple):
+    """What :meth:`StereoMatching.inference_plan` chose: ``mode`` (``"full frame"``, ``"tiles"`` or
+    ``"budget tiles"``), ``window`` ``(h, w)`` (``None`` = full frame), tile ``overlap``, ``max_batch`` (images
+    per tiled forward, windows x batch) and the full-frame ``tokens`` (batch x per-view tokens)."""
 
-    Returns ``(mask (B, N) bool, True = masked; ids_keep (B, N - k) sorted visible indices)``.
-    """
-    m = random_masking(batch, num_tokens, ratio, device, count="mask")
-    return m.mask > 0.5, m.ids_keep.sort(dim=1).values
+    mode: str
+    window: tuple[int, int] | None
+    overlap: float
+    max_batch: int
+    tokens: int
+
+
+def _token_mask(batch: int, grid: tuple[int, int], ratio: float, device) -> MaskOutput:
+    """CroCo ``RandomMask``: exactly ``int(ratio * N)`` masked tokens per sample (core ``random_masking``
+    with CroCo's count rule)."""
+    return random_masking(batch, grid, ratio, device, count="mask")
 
 
 def sample_mask_ratio(low: float, high: float, mean: float, std: float, generator=None) -> float:
@@ -55,13 +73,6 @@ def sample_mask_ratio(low: float, high: float, mean: float, std: float, generato
     return round(min(max(dist.inv_cdf(u), low), high), 1)
 
 
-def _scatter_tokens(visible: Tensor, ids_keep: Tensor, num_tokens: int) -> Tensor:
-    """Zero-filled full-length tokens with ``visible`` at ``ids_keep`` (UniTT feat1, MaDis L_full / R_full)."""
-    B, _, C = visible.shape
-    full = visible.new_zeros(B, num_tokens, C)
-    return full.scatter(1, ids_keep[..., None].expand(-1, -1, C), visible)
-
-
 class StereoMatching(VitlabModule):
     """Supervised stereo fine-tuning of a :class:`BinocularViT` (the CroCo-Stereo recipe).
 
@@ -72,6 +83,14 @@ class StereoMatching(VitlabModule):
             CroCo-Stereo 352 x 704); ``None`` = one full-frame forward (padded to a multiple of 32).
         tile_overlap: 0.7 (validation); use 0.9 for benchmark submissions.
         conf_mode: tile fusion weight, ``conf_expsigmoid_15_3`` (default) or ``conf_expbeta3`` (ETH3D model).
+        max_tokens: memory budget of one forward at inference, in tokens (``B x h/16 x w/16`` per view): with
+            no ``tile_size`` a frame within it runs full frame, a larger one runs in the largest near-square
+            windows within it (:func:`~vitlab.stereo.tiling.budget_window`) at ``budget_overlap``; tiles are
+            batched up to it. The choice is logged once per frame size. 16384 (a 2048 x 2048 frame) keeps the
+            quickstart model under 2 GiB and a CroCo-Stereo L-B under ~8 GiB of CPU memory (measured in the
+            README); ``None`` = always full frame.
+        budget_overlap: overlap of the budget windows (0.25: they are large, a margin for their borders
+            suffices; the training-crop tiles use ``tile_overlap``).
         upscale_rule: images smaller than ``tile_size``: ``fixed`` (default, size by ceil, bilinear back) or
             ``official`` (CroCo-Stereo: rounded size, bicubic back); see :func:`tiled_predict`.
         metric_reduction: ``"image"`` (CroCo validation) or ``"pixel"`` (KITTI pooling), see :class:`StereoMetrics`.
@@ -84,6 +103,9 @@ class StereoMatching(VitlabModule):
             (AdamW (0.9, 0.95), lr 3e-5, wd 0.05, 1 warm-up epoch then half-cycle cosine to ``min_lr`` 0).
     """
 
+    #: whether the method trains CroCo's ``mask_token`` / ``prediction_head`` (frozen when it does not)
+    uses_pretext_parts = False
+
     def __init__(
         self,
         model: BinocularViT,
@@ -91,6 +113,8 @@ class StereoMatching(VitlabModule):
         tile_size: list[int] | None = None,
         tile_overlap: float = 0.7,
         conf_mode: str = "conf_expsigmoid_15_3",
+        max_tokens: int | None = 16384,
+        budget_overlap: float = 0.25,
         upscale_rule: str = "fixed",
         metric_reduction: str = "image",
         eval_max_disparity: float | None = None,
@@ -105,9 +129,22 @@ class StereoMatching(VitlabModule):
             raise ValueError(f"conf_mode must be one of {CONF_MODES}, got {conf_mode!r}")
         self.save_hparams("model")
         self.net = model
+        if not self.uses_pretext_parts:
+            # CroCo's pretext parts stay in the network (and its checkpoints) but do not train here: a parameter
+            # that gets no gradient stops DDP at its second step
+            for part in (getattr(model, "mask_token", None), getattr(model, "prediction_head", None)):
+                if part is not None:
+                    part.requires_grad_(False)
         self.criterion = build_stereo_loss(loss)
         self.tile_size = list(tile_size) if tile_size else None
         self.tile_overlap = tile_overlap
+        if max_tokens is not None and max_tokens < 4:
+            raise ValueError(f"max_tokens must be >= 4 (one 32 x 32 window) or null, got {max_tokens}")
+        if not 0.0 <= budget_overlap < 1.0:
+            raise ValueError(f"budget_overlap must be in [0, 1), got {budget_overlap}")
+        self.max_tokens = None if max_tokens is None else int(max_tokens)
+        self.budget_overlap = float(budget_overlap)
+        self._plans_logged: set = set()
         self.right_shift = int(right_shift)
         self.conf_mode = conf_mode
         self.upscale_rule = upscale_rule
@@ -143,36 +180,64 @@ class StereoMatching(VitlabModule):
         return self.net(left, right)
 
     def forward_padded(self, left: Tensor, right: Tensor) -> Tensor:
-        """Full-frame forward for any size: replicate-pad to a multiple of 32, then crop back."""
-        H, W = left.shape[-2:]
-        ph, pw = (-H) % 32, (-W) % 32
-        if ph or pw:
-            left = F.pad(left, (0, pw, 0, ph), mode="replicate")
-            right = F.pad(right, (0, pw, 0, ph), mode="replicate")
-        return self.net(left, right)[..., :H, :W]
+        """Full-frame forward for any size (:func:`vitlab.stereo.tiling.forward_padded`)."""
+        return forward_padded(self.net, left, right)
+
+    def inference_plan(self, shape: tuple[int, ...], tiled: bool | None = None) -> InferencePlan:
+        """How a ``(B, 3, H, W)`` batch (already at the network's scale) is predicted.
+
+        ``tiled=False``: one full-frame forward. ``True``: tiles of ``tile_size`` (or the network's
+        ``img_size``) at ``tile_overlap``. ``None``: tiles of ``tile_size`` when it is set; otherwise full frame
+        when ``B x`` :func:`~vitlab.stereo.tiling.frame_tokens` fits ``max_tokens``, else budget windows at
+        ``budget_overlap``. Tiles are batched so that one forward stays within ``max_tokens``.
+        """
+        B, H, W = shape[0], shape[-2], shape[-1]
+        p = getattr(self.net, "patch_size", 16)
+        tokens = B * frame_tokens(H, W, p)
+        budget = self.max_tokens
+        if tiled is False or (tiled is None and self.tile_size is None and (budget is None or tokens <= budget)):
+            return InferencePlan("full frame", None, 0.0, 1, tokens)
+        if tiled or self.tile_size is not None:
+            window = tuple(self.tile_size or [g * p for g in self.net.encoder.grid_size])
+            mode, overlap = "tiles", self.tile_overlap
+        else:
+            window = budget_window(H, W, max(4, budget // B), p)
+            mode, overlap = "budget tiles", self.budget_overlap
+        per_window = B * (window[0] // p) * (window[1] // p)
+        windows = 8 if budget is None else max(1, budget // per_window)
+        return InferencePlan(mode, window, overlap, windows * B, tokens)
+
+    def _log_plan(self, shape: tuple[int, ...], plan: InferencePlan) -> None:
+        key = (tuple(shape), plan.mode, plan.window)
+        if key in self._plans_logged:
+            return
+        self._plans_logged.add(key)
+        budget = "no budget" if self.max_tokens is None else f"max_tokens {self.max_tokens}"
+        how = plan.mode if plan.window is None else \
+            f"{plan.mode} of {plan.window[0]} x {plan.window[1]} at overlap {plan.overlap:g}"
+        rank_zero_info(f"vitlab.stereo: {shape[-2]} x {shape[-1]} (batch {shape[0]}, {plan.tokens} tokens, {budget}): "
+                       f"{how}")
 
     @torch.no_grad()
     def predict_disparity(self, left: Tensor, right: Tensor, scale: float = 1.0,
                           tiled: bool | None = None) -> tuple[Tensor, Tensor]:
         """``(disparity (B, 1, H, W), confidence weight (B, 1, H, W))`` of normalised views.
 
-        ``tiled``: ``None`` = tiles when ``tile_size`` is set, ``True`` = tiles of ``tile_size`` (or the
-        network's ``img_size``), ``False`` = one full-frame forward. ``scale``: the network sees both views
+        ``tiled``: ``None`` = chosen by :meth:`inference_plan` (``tile_size``, else full frame within
+        ``max_tokens``, else budget windows), ``True`` = tiles of ``tile_size`` (or the network's
+        ``img_size``), ``False`` = one full-frame forward. ``scale``: the network sees both views
         resized by ``scale``; the output comes back at ``H x W``, disparity times ``W / w``
         (see :mod:`vitlab.stereo.predict`).
         """
-        from .predict import rescale_views, restore_disparity
-
         if not scale > 0:
             raise ValueError(f"scale must be > 0, got {scale!r}")
         size = left.shape[-2:]
         left, right = rescale_views(left, right, scale)
-        if tiled is None:
-            tiled = self.tile_size is not None
-        if tiled:
-            tile = self.tile_size or [g * self.net.patch_size for g in self.net.encoder.grid_size]
-            disp, conf = tiled_predict(self.net, left, right, tile, self.tile_overlap, self.conf_mode,
-                                       upscale_rule=self.upscale_rule)
+        plan = self.inference_plan(tuple(left.shape), tiled)
+        self._log_plan(tuple(left.shape), plan)
+        if plan.window is not None:
+            disp, conf = tiled_predict(self.net, left, right, plan.window, plan.overlap, self.conf_mode,
+                                       max_batch=plan.max_batch, upscale_rule=self.upscale_rule)
         else:
             out = self.forward_padded(left, right).float()
             disp, conf = out[:, :1], confidence_weight(out[:, 1:2], self.conf_mode)
@@ -216,18 +281,7 @@ class StereoMatching(VitlabModule):
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self._eval_step(batch, "val")
 
-    def on_test_start(self) -> None:
-        """A :class:`~vitlab.stereo.ZeroShotStereoDataModule` run scores each benchmark under its protocol
-        (:mod:`vitlab.stereo.benchmark`); any other test run scores ``test/`` as validation does."""
-        super().on_test_start()
-        dm = getattr(self.trainer, "datamodule", None)
-        self.zero_shot = None
-        if isinstance(dm, ZeroShotStereoDataModule):
-            self.zero_shot = ZeroShotEvaluator.for_datamodule(dm, self.train_max_disparity).to(self.device)
-
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
-        if getattr(self, "zero_shot", None) is not None:
-            return self.zero_shot.step(self, batch, dataloader_idx, normalized=self.trainer.datamodule.normalize)
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self._eval_step(batch, "test")
 
     def _log_metrics(self, stage: str) -> None:
@@ -244,14 +298,7 @@ class StereoMatching(VitlabModule):
         self._log_metrics("val")
 
     def on_test_epoch_end(self) -> None:
-        if getattr(self, "zero_shot", None) is not None:
-            self.zero_shot.finish(self)
-            return
         self._log_metrics("test")
-
-    def on_test_end(self) -> None:
-        super().on_test_end()
-        self.zero_shot = None  # the per-benchmark metrics live for one test run only
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         scale = batch.get("scale")  # StereoPairsDataModule(scale=...): one value for the whole set
@@ -281,11 +328,7 @@ class StereoMatching(VitlabModule):
 
 
 def _require_decoder_hooks(model: BinocularViT, method: str) -> None:
-    """The masked methods' model checks: decoder-only hooks, and no correlation (their masked training forward
-    runs encoder, decoder and head directly, so a correlation would be used at evaluation but never trained)."""
-    if model.corr is not None:
-        raise ValueError(f"{method} does not support corr_disparities > 0 (its masked training forward has no "
-                         "correlation); build the model with corr_disparities=0")
+    """The masked methods mask the left view, so the DPT head must read decoder blocks only."""
     if min(model.hooks) < model.enc_depth:
         raise ValueError(
             f"{method} masks the left view, so its DPT head must read decoder blocks only: build the model with "
@@ -297,8 +340,9 @@ class UniTTStereo(StereoMatching):
     """UniTT-Stereo (Kim et al., IEEE Access 2025; official code `00kim/UniTT-Stereo`).
 
     Each training step draws a left-only mask ratio ``r ~ TruncNormal(mean, std; [low, high])`` rounded to
-    one decimal [code]; the visible left tokens and the full right view are encoded, the decoder fills the
-    masked left positions with ``mask_token``; outputs: disparity + confidence (decoder-only DPT hooks),
+    one decimal [code]; :meth:`BinocularViT.forward_masked` encodes the visible left tokens and the full right
+    view, the decoder fills the masked left positions with ``mask_token`` (with ``corr_disparities > 0`` the
+    correlation sees both full views, see there); outputs: disparity + confidence (decoder-only DPT hooks),
     reconstruction of the masked left patches (norm-pix MSE), and a feature-warp consistency between left
     encoder features (zeros at masked tokens) and right features warped by the GT disparity at 1/16.
 
@@ -316,6 +360,8 @@ class UniTTStereo(StereoMatching):
         norm_pix_loss: standardise target patches (CroCo).
         **kwargs: :class:`StereoMatching` options.
     """
+
+    uses_pretext_parts = True  # trains mask_token and prediction_head
 
     def __init__(
         self,
@@ -343,39 +389,38 @@ class UniTTStereo(StereoMatching):
         self.gate_threshold = gate_threshold
         self.mse = MaskedMSE(norm_pix=norm_pix_loss)
         self.last_ratio: float | None = None
+        # every ratio the sampler can return (rounded to 0.1 in [0, 1)), on the module's device
+        self.register_buffer("_ratio_table", torch.arange(11) / 10.0, persistent=False)
 
     def sample_ratio(self) -> float:
         return sample_mask_ratio(*self.mask_ratio)
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
-        net = self.net
         left, right, gt = batch["image"], batch["right"], batch["disparity"]
-        B = left.shape[0]
-        p = net.patch_size
-        hw = (left.shape[-2] // p, left.shape[-1] // p)
-        N = hw[0] * hw[1]
+        p = self.net.patch_size
+        grid = (left.shape[-2] // p, left.shape[-1] // p)
         r = self.sample_ratio()
         self.last_ratio = r
-        mask, ids_keep = random_token_mask(B, N, r, left.device)
-        enc_l, _, _ = net.encode(left, ids_keep if r > 0 else None)
-        enc_r, _, _ = net.encode(right)
-        dec = net.decode(enc_l[-1], enc_r[-1], hw, ids_keep if r > 0 else None)
-        out = net.dense_head([None] * net.enc_depth + dec, left.shape[-2:])
-        l_disp = self.disparity_loss(out, batch)
-        if int(r * N) == 0:  # nothing masked (host-known): reconstruction is 0/0 in the official code, both terms off
-            loss, l_rec, l_cons = l_disp, l_disp.new_zeros(()), l_disp.new_zeros(())
+        m = _token_mask(left.shape[0], grid, r, left.device)
+        masked = int(r * grid[0] * grid[1]) > 0  # host-known
+        s = self.net.forward_masked(left, right, keep_left=m.ids_keep if masked else None)
+        l_disp = self.disparity_loss(s.disparity, batch)
+        mask = m.mask > 0.5
+        l_rec = self.mse(s.recon_left, patchify(left, p), mask)  # 0 (with its graph) when nothing is masked
+        if not masked:  # reconstruction is 0/0 in the official code: both terms off, L = L_disp
+            l_cons = l_disp.new_zeros(())
+            loss = l_disp + 0.0 * l_rec  # the pixel head stays in the graph (DDP)
         else:
-            l_rec = self.mse(net.reconstruct(dec[-1]), patchify(left, p), mask)
-            feat_l = _scatter_tokens(enc_l[-1], ids_keep, N)
-            l_cons = feature_warp_consistency(feat_l, enc_r[-1], gt, hw, p, visible=~mask,
+            l_cons = feature_warp_consistency(s.feat_left, s.feat_right, gt, grid, p, visible=~mask,
                                               mode=self.consistency_mode)
             wd, wr, wc = self.weights
             # the gate is chosen on the device (no host read of the loss); the other branch's terms get a
             # zero gradient, so the head stays in the graph (DDP) either way
             gate = torch.tanh(l_rec.detach()) <= self.gate_threshold
             loss = torch.where(gate, wd * l_disp + wr * l_rec + wc * l_cons, l_rec + l_cons + 0.0 * l_disp)
-        self.log_dict({"train/loss_disp": l_disp, "train/loss_rec": l_rec,
-                       "train/loss_cons": l_cons, "train/mask_ratio": float(r)}, prog_bar=False)
+        # the ratio is a host float: logged as an entry of a device table (no host-to-device copy per step)
+        self.log_dict({"train/loss_disp": l_disp, "train/loss_rec": l_rec, "train/loss_cons": l_cons,
+                       "train/mask_ratio": self._ratio_table[round(r * 10)]}, prog_bar=False)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
@@ -383,8 +428,8 @@ class UniTTStereo(StereoMatching):
 class MaDisStereo(StereoMatching):
     """MaDis-Stereo (Ahn et al., IEEE Access 2025): masked stereo student + EMA teacher pseudo-disparity.
 
-    Student [code, ``MaDis_finetuning`` mode 1]: both views masked with independent masks (``mask_ratio``,
-    0.4 [paper summary]); visible tokens encoded; encoder outputs zero-filled to full length; decoder pass A
+    Student [code, ``MaDis_finetuning`` mode 1; :meth:`BinocularViT.forward_masked` with both views masked]:
+    both views masked with independent masks (``mask_ratio``, 0.4 [paper summary]); visible tokens encoded; encoder outputs zero-filled to full length; decoder pass A
     (masked left + ``mask_token`` against the zero-filled right) gives disparity + confidence and the left
     reconstruction, pass B (masked right against the zero-filled left, same weights) the right reconstruction.
 
@@ -401,6 +446,8 @@ class MaDisStereo(StereoMatching):
         mask_ratio, ema_decay, ema_schedule, disp_weight, rec_weight, pseudo_weight, pseudo_loss,
         teacher_input, norm_pix_loss: see above. **kwargs: :class:`StereoMatching` options.
     """
+
+    uses_pretext_parts = True  # trains mask_token and prediction_head
 
     def __init__(
         self,
@@ -433,42 +480,25 @@ class MaDisStereo(StereoMatching):
         self.mse = MaskedMSE(norm_pix=norm_pix_loss)
         self.pseudo_laplacian = LaplacianLossBounded2()
 
-    @staticmethod
-    def masked_forward(net: BinocularViT, left: Tensor, right: Tensor, masks) -> dict[str, Tensor]:
-        """Student forward of ``MaDis_finetuning`` mode 1 with ``masks = ((mask_l, keep_l), (mask_r, keep_r))``."""
-        (_, keep_l), (_, keep_r) = masks
-        p = net.patch_size
-        hw = (left.shape[-2] // p, left.shape[-1] // p)
-        N = hw[0] * hw[1]
-        enc_l, _, _ = net.encode(left, keep_l)
-        enc_r, _, _ = net.encode(right, keep_r)
-        l_full = _scatter_tokens(enc_l[-1], keep_l, N)
-        r_full = _scatter_tokens(enc_r[-1], keep_r, N)
-        dec_a = net.decode(enc_l[-1], r_full, hw, keep_l)
-        dec_b = net.decode(enc_r[-1], l_full, hw, keep_r)
-        return {"out": net.dense_head([None] * net.enc_depth + dec_a, left.shape[-2:]),
-                "recon_l": net.reconstruct(dec_a[-1]), "recon_r": net.reconstruct(dec_b[-1])}
-
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         left, right = batch["image"], batch["right"]
-        B = left.shape[0]
-        p = self.net.patch_size
-        N = (left.shape[-2] // p) * (left.shape[-1] // p)
-        masks = (random_token_mask(B, N, self.mask_ratio, left.device),
-                 random_token_mask(B, N, self.mask_ratio, left.device))
-        s = self.masked_forward(self.net, left, right, masks)
+        B, p = left.shape[0], self.net.patch_size
+        grid = (left.shape[-2] // p, left.shape[-1] // p)
+        m_l = _token_mask(B, grid, self.mask_ratio, left.device)
+        m_r = _token_mask(B, grid, self.mask_ratio, left.device)
+        s = self.net.forward_masked(left, right, keep_left=m_l.ids_keep, keep_right=m_r.ids_keep)
         with torch.no_grad():
             if self.teacher_input == "unmasked":
                 t_disp = self.teacher(left, right)[:, :1]
             else:
-                t_disp = self.masked_forward(self.teacher.teacher, left, right, masks)["out"][:, :1]
-        l_disp = self.disparity_loss(s["out"], batch)
-        l_rec = self.mse(s["recon_l"], patchify(left, p), masks[0][0]) + \
-            self.mse(s["recon_r"], patchify(right, p), masks[1][0])
+                t_disp = self.teacher.teacher.forward_masked(left, right, m_l.ids_keep, m_r.ids_keep).disparity[:, :1]
+        l_disp = self.disparity_loss(s.disparity, batch)
+        l_rec = self.mse(s.recon_left, patchify(left, p), m_l.mask > 0.5) + \
+            self.mse(s.recon_right, patchify(right, p), m_r.mask > 0.5)
         if self.pseudo_loss == "l1":
-            l_pd = (s["out"][:, :1] - t_disp).abs().mean()
+            l_pd = (s.disparity[:, :1] - t_disp).abs().mean()
         else:
-            l_pd = self.pseudo_laplacian(s["out"], t_disp)
+            l_pd = self.pseudo_laplacian(s.disparity, t_disp)
         wd, wr, wp = self.weights
         loss = wd * l_disp + wr * l_rec + wp * l_pd
         self.log_dict({"train/loss_disp": l_disp, "train/loss_rec": l_rec, "train/loss_pseudo": l_pd})

@@ -1,7 +1,12 @@
-"""Tiled inference of CroCo-Stereo (`naver/croco` ``stereoflow/engine.py`` ``tiled_pred``), re-implemented.
+"""Inference geometry: tiled inference, full-frame padding and the ``scale`` resize.
 
-The network runs on overlapping windows of the training crop size; per-pixel predictions are fused with
-confidence weights, so any image size is handled and the network always sees its training resolution.
+* :func:`tiled_predict`: CroCo-Stereo's tiled inference (`naver/croco` ``stereoflow/engine.py``
+  ``tiled_pred``), re-implemented. The network runs on overlapping windows of the training crop size;
+  per-pixel predictions are fused with confidence weights, so any image size is handled and the network always
+  sees its training resolution.
+* :func:`forward_padded`: one full-frame forward of any size (replicate-padded to a multiple of 32).
+* :func:`rescale_views` / :func:`restore_disparity`: run the network at ``scale`` x the input size and bring
+  the disparity back (used by ``StereoMatching.predict_disparity`` and :mod:`vitlab.stereo.predict`).
 """
 
 from __future__ import annotations
@@ -13,7 +18,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["CONF_MODES", "confidence_weight", "tile_offsets", "tiled_predict"]
+__all__ = ["CONF_MODES", "budget_window", "confidence_weight", "forward_padded", "frame_tokens", "rescale_views",
+           "restore_disparity", "tile_offsets", "tiled_predict"]
+
+#: the DPT head's fusion needs sides that are multiples of this (spec §1.3)
+SIDE_MULTIPLE = 32
 
 CONF_MODES = ("conf_expsigmoid_15_3", "conf_expbeta3", "uniform")
 
@@ -109,3 +118,56 @@ def tiled_predict(
         disp = F.interpolate(disp, size=(H, W), mode=mode, align_corners=False) * (W / float(Ws))
         conf = F.interpolate(conf, size=(H, W), mode=mode, align_corners=False)
     return disp, conf
+
+
+def forward_padded(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], left: torch.Tensor,
+                   right: torch.Tensor) -> torch.Tensor:
+    """Full-frame forward for any size: replicate-pad to a multiple of 32, run ``model``, crop back."""
+    H, W = left.shape[-2:]
+    ph, pw = (-H) % SIDE_MULTIPLE, (-W) % SIDE_MULTIPLE
+    if ph or pw:
+        left = F.pad(left, (0, pw, 0, ph), mode="replicate")
+        right = F.pad(right, (0, pw, 0, ph), mode="replicate")
+    return model(left, right)[..., :H, :W]
+
+
+def rescale_views(left: torch.Tensor, right: torch.Tensor, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Both ``(B, 3, H, W)`` views resized to ``round(H * scale) x round(W * scale)`` (antialiased bilinear)."""
+    H, W = left.shape[-2:]
+    size = (max(1, round(H * scale)), max(1, round(W * scale)))
+    if size == (H, W):
+        return left, right
+    return tuple(F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=scale < 1)
+                 for x in (left, right))
+
+
+def restore_disparity(disp: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``(B, C, h, w)`` disparity (and confidence) back to ``size`` (bilinear); disparity times ``W / w``."""
+    h, w = disp.shape[-2:]
+    if (h, w) == tuple(size):
+        return disp
+    return F.interpolate(disp, size=tuple(size), mode="bilinear", align_corners=False) * (size[1] / float(w))
+
+
+def frame_tokens(height: int, width: int, patch_size: int = 16) -> int:
+    """Tokens per view of one full-frame forward of an ``height x width`` frame (sides padded to 32)."""
+    m = SIDE_MULTIPLE
+    return (math.ceil(height / m) * m // patch_size) * (math.ceil(width / m) * m // patch_size)
+
+
+def budget_window(height: int, width: int, max_tokens: int, patch_size: int = 16) -> tuple[int, int]:
+    """The largest near-square window (sides multiples of 32, inside the frame) of at most ``max_tokens``
+    tokens: the tile of a frame too large for one forward (``StereoMatching(max_tokens=...)``).
+
+    A side of the frame shorter than the square is taken whole and the other side grows to fill the budget.
+    """
+    m = SIDE_MULTIPLE
+    per_cell = (m // patch_size) ** 2  # tokens in a 32 x 32 cell
+    cells = max_tokens // per_cell
+    if cells < 1:
+        raise ValueError(f"max_tokens must be >= {per_cell} (one {m} x {m} window), got {max_tokens}")
+    fh, fw = max(1, height // m), max(1, width // m)  # whole cells inside the frame
+    hc = min(fh, max(1, math.isqrt(cells)))
+    wc = min(fw, max(1, cells // hc))
+    hc = min(fh, max(1, cells // wc))
+    return hc * m, wc * m
