@@ -8,7 +8,8 @@ and TADFormer; the saliency maxF is InvPT/ATRC's.
   Jaccard (the MTLoRA/TADFormer "Sal mIoU"; an image with empty prediction and ground truth scores 1), and
   ``maxF`` = max over thresholds 0.05:0.05:0.95 of the dataset-level F-measure with β² = 0.3.
 * :class:`NormalsMetric`: angular error in degrees over valid pixels: ``mean`` (the "rmse" field of
-  MTLoRA/TADFormer is also this mean), ``median`` (from a 0.01° histogram), ``rmse`` and % below 11.25/22.5/30°.
+  MTLoRA/TADFormer is also this mean; ground truth not renormalised, the official v1 meter, by default),
+  ``median`` (from a 0.01° histogram), ``rmse`` and % below 11.25/22.5/30°.
 * :class:`DepthRMSE`: RMSE over every valid pixel of the split (pixel-pooled, not a mean of per-image RMSEs).
 * :class:`EdgeLossProxy`: balanced BCE (pos_weight 0.95) averaged over images, the number MTI-Net's and
   MTLoRA's ``EdgeMeter`` report; the real odsF needs the SEISM toolbox on PNGs from :func:`save_edge_pngs`.
@@ -155,13 +156,21 @@ class SaliencyMetric(Metric):
 
 
 class NormalsMetric(Metric):
-    """Angular error (degrees) of predicted normals over pixels with a non-zero ground-truth normal."""
+    """Angular error (degrees) of predicted normals over pixels with a non-zero ground-truth normal.
+
+    The prediction is L2-normalised. ``normalize_target=False`` (default) takes the ground truth as it comes,
+    ``acos(clamp(<p̂, g>))``: the official ``NormalsMeterV1`` of MTI-Net/MTLoRA/TADFormer, whose ``mean`` is the
+    number their tables report (under "mean" or "rmse"). ``True`` renormalises the ground truth first, the
+    official ``mean_v2`` (``NormalsMeterV2``); the two differ where the ground truth is not unit length
+    (8-bit PNG quantisation: 25.300 vs 25.276 on the same input).
+    """
 
     full_state_update = False
 
-    def __init__(self, bin_width: float = 0.01) -> None:
+    def __init__(self, bin_width: float = 0.01, normalize_target: bool = False) -> None:
         super().__init__()
         self.bin_width = bin_width
+        self.normalize_target = bool(normalize_target)
         self.num_bins = int(math.ceil(180.0 / bin_width))
         self.add_state("hist", torch.zeros(self.num_bins, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("sum_deg", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
@@ -172,7 +181,8 @@ class NormalsMetric(Metric):
     def update(self, pred: Tensor, target: Tensor) -> None:
         pred, target = F.normalize(pred.float(), dim=1), target.float()
         valid = (target.abs().sum(1) > 0).double()
-        cos = (pred * F.normalize(target, dim=1)).sum(1).clamp(-1.0, 1.0)
+        gt = F.normalize(target, dim=1) if self.normalize_target else target
+        cos = (pred * gt).sum(1).clamp(-1.0, 1.0)
         deg = torch.rad2deg(torch.acos(cos)).double()
         self.sum_deg += (deg * valid).sum()
         self.sum_sq += (deg.pow(2) * valid).sum()
