@@ -66,3 +66,32 @@ def test_small_images_are_upscaled_and_disparity_rescaled():
     disp, _ = tiled_predict(const, left, right, (32, 64))
     assert disp.shape == (1, 1, 20, 40)
     assert torch.allclose(disp, torch.full_like(disp, 8.0 * 40 / 64), atol=1e-4)
+
+
+def test_memory_budget_picks_full_frame_or_budget_tiles(tiny_net, caplog):
+    """Within ``max_tokens`` one full-frame forward; above it the largest near-square windows within the budget
+    (sides multiples of 32, inside the frame), batched to the budget; the choice is logged once per size."""
+    import logging
+
+    from vitlab.stereo import StereoMatching
+    from vitlab.stereo.tiling import budget_window, frame_tokens
+
+    assert frame_tokens(3000, 4000) == 188 * 250  # sides padded to 32, 16 px patches
+    assert budget_window(3000, 4000, 16384) == (2048, 2048)
+    assert budget_window(400, 4000, 4096) == (384, 2720)  # a short side is taken whole, the other grows
+    h, w = budget_window(3000, 4000, 1000)
+    assert h % 32 == 0 and w % 32 == 0 and (h // 16) * (w // 16) <= 1000
+    mod = StereoMatching(tiny_net(), max_tokens=64).eval()
+    assert mod.inference_plan((1, 3, 64, 128)).mode == "full frame"  # 4 x 8 = 32 tokens
+    plan = mod.inference_plan((1, 3, 128, 256))  # 128 tokens > 64
+    assert plan.mode == "budget tiles" and plan.window == (128, 128) and plan.max_batch == 1
+    assert mod.inference_plan((1, 3, 128, 256), tiled=False).mode == "full frame"
+    x = torch.randn(1, 3, 128, 256)
+    with caplog.at_level(logging.INFO):
+        disp, conf = mod.predict_disparity(x, x)
+        mod.predict_disparity(x, x)
+    assert disp.shape == conf.shape == (1, 1, 128, 256) and torch.isfinite(disp).all()
+    lines = [r.getMessage() for r in caplog.records if "budget tiles of 128 x 128" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in caplog.records]
+    with pytest.raises(ValueError, match="max_tokens"):
+        StereoMatching(tiny_net(), max_tokens=2)
