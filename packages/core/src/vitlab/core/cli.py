@@ -18,6 +18,7 @@
   (:class:`~vitlab.core.checkpoint_io.AtomicCheckpointIO`), and when stdout is not a terminal progress is
   printed as plain lines (:class:`~vitlab.core.callbacks.PlainProgressBar`).
 * The resolved config is written into the run folder and, with a ``WandbLogger``, stored in the run's config.
+* ``vitlab data check <dataset> <root>`` checks a dataset copy instead (:mod:`vitlab.core.data.check`).
 """
 
 from __future__ import annotations
@@ -443,6 +444,10 @@ def main(args: ArgsType = None) -> None:
     """
     given = [str(a) for a in (sys.argv[1:] if args is None else args)] \
         if args is None or isinstance(args, (list, tuple)) else None
+    if given and given[0] == "data":  # `vitlab data check <dataset> <root>`: not a Trainer subcommand
+        from vitlab.core.data.check import main as data_main
+
+        raise SystemExit(data_main(given[1:]))
     debug = show_traceback(given)
     if given is not None:
         parsed = _command_line(given)

@@ -21,6 +21,7 @@ from torch.utils.data import Dataset
 from vitlab.core.data import (
     IGNORE_INDEX,
     DatasetFormatError,
+    DatasetLayout,
     FormatContract,
     check,
     declares,
@@ -28,6 +29,7 @@ from vitlab.core.data import (
     read_image_tensor,
     read_label_png,
     read_png_scaled,
+    register_dataset,
 )
 
 __all__ = [
@@ -362,3 +364,16 @@ class NYUDMT(Dataset):
             sample[t] = arr
         return self.transform(sample) if self.transform else sample
 
+
+# `vitlab data check pascal_context_mt <root>` / `nyud_mt <root>`: every task folder, every file through the readers
+register_dataset(DatasetLayout(
+    "pascal_context_mt", "PASCAL-Context multi-task (PASCAL_MT)", {"train": 4_998, "val": 5_105},
+    lambda root, split: PASCALContextMT(str(root), split, tasks=list(PASCALContextMT.TASKS)),
+    ("JPEGImages", "semseg", "human_parts", "sal_distill", "normals_distill", "pascal-context/trainval",
+     "ImageSets/Context", "db_info"),
+    "ASTMT's PASCAL_MT release (Maninis et al. 2019): 4,998 train / 5,105 val", ("PASCAL_MT",)))
+register_dataset(DatasetLayout(
+    "nyud_mt", "NYUD-v2 multi-task (NYUD_MT)", {"train": 795, "val": 654},
+    lambda root, split: NYUDMT(str(root), split, tasks=list(NYUDMT.TASKS)),
+    ("images", "segmentation", "depth", "normals", "edge", "gt_sets"),
+    "Silberman et al. 2012: the 795/654 split of the 1,449 labelled frames", ("NYUD_MT",)))

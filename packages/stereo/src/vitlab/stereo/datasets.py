@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from vitlab.core.data import (
     DatasetFormatError,
+    DatasetLayout,
     FormatContract,
     declares,
     read_disparity_pfm,
@@ -26,6 +27,7 @@ from vitlab.core.data import (
     read_kitti_disparity,
     read_middlebury_disparity,
     read_png_scaled,
+    register_dataset,
 )
 from vitlab.core.errors import VitlabError
 
@@ -485,3 +487,28 @@ class MiddleburyStereo(StereoPairs):
         if split == "subtrain":
             return scenes[:-last]
         return scenes
+
+
+# `vitlab data check <name> <root>`: the stereo layouts, every pair read through the readers above
+register_dataset(DatasetLayout(
+    "kitti2012", "KITTI 2012 stereo (data_stereo_flow)", {"train": 194},
+    lambda root, split: KITTIStereo(str(root), 2012, split),
+    tuple(f"training/{d}" for d in ("colored_0", "colored_1", "disp_occ", "disp_noc")),
+    "the KITTI stereo 2012 benchmark page (Geiger et al. 2012): 194 training / 195 test pairs",
+    ("data_stereo_flow",)))
+register_dataset(DatasetLayout(
+    "kitti2015", "KITTI 2015 stereo (data_scene_flow)", {"train": 200},
+    lambda root, split: KITTIStereo(str(root), 2015, split),
+    tuple(f"training/{d}" for d in ("image_2", "image_3", "disp_occ_0", "disp_noc_0")),
+    "the KITTI scene flow 2015 benchmark page (Menze & Geiger 2015): 200 training / 200 test pairs",
+    ("data_scene_flow",)))
+register_dataset(DatasetLayout(
+    "sceneflow", "SceneFlow (FlyingThings3D + Monkaa + Driving, clean pass)", {"train": 35_454, "test": 4_370},
+    lambda root, split: SceneFlowStereo(str(root), split),
+    tuple(f"{s}/{d}" for s in ("flyingthings3d", "monkaa", "driving") for d in ("frames_cleanpass", "disparity")),
+    "the Freiburg SceneFlow page (Mayer et al. 2016): train = FlyingThings3D 22,390 + Monkaa 8,664 + "
+    "Driving 4,400; test = FlyingThings3D 4,370"))
+register_dataset(DatasetLayout(
+    "eth3d", "ETH3D low-res two-view", {"train": 27}, lambda root, split: ETH3DStereo(str(root), split),
+    ("two_view_training", "two_view_training_gt"),
+    "the ETH3D two-view benchmark page (Schöps et al. 2017): 27 training / 20 test scenes"))

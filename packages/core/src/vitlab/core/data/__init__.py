@@ -5,6 +5,7 @@ Sibling packages import from here (``from vitlab.core.data import ...``), not fr
 """
 
 from vitlab.core.data.base import SPLITS, VitlabDataModule, to_float_images, to_uint8_images
+from vitlab.core.data.check import DATASETS, DatasetLayout, check_dataset, register_dataset
 from vitlab.core.data.colormaps import colorize, colorize_labels, label_palette
 from vitlab.core.data.constants import (
     IGNORE_INDEX,
@@ -16,6 +17,7 @@ from vitlab.core.data.constants import (
 )
 from vitlab.core.data.contracts import (
     READERS,
+    ContractViolation,
     EmptyGroundTruthWarning,
     FormatContract,
     check,
@@ -91,6 +93,9 @@ __all__ = [
     "CITYSCAPES_LABEL_TO_TRAIN_ID",
     "CLASS_NAMES",
     "CityscapesDataModule",
+    "ContractViolation",
+    "DATASETS",
+    "DatasetLayout",
     "DatasetFormatError",
     "DenseDataModule",
     "DenseEvalTransform",
@@ -123,6 +128,7 @@ __all__ = [
     "VitlabDataModule",
     "array_to_image_tensor",
     "check",
+    "check_dataset",
     "colorize",
     "colorize_labels",
     "contract_of",
@@ -150,6 +156,7 @@ __all__ = [
     "read_label_png",
     "read_middlebury_disparity",
     "read_pfm",
+    "register_dataset",
     "read_png_scaled",
     "require_dir",
     "rescale_size",

@@ -16,6 +16,9 @@ training batches (:meth:`~VitlabDataModule.device_augment`). Everything a run re
 * one ``on_after_batch_transfer``: uint8 -> float in [0, 1] on the device, the DataModule's
   :meth:`~VitlabDataModule.device_augment` on training batches, then ImageNet normalisation
   (:func:`~vitlab.core.data.imagenet_normalize`) of the :attr:`~VitlabDataModule.image_keys`;
+* a few samples of each split are read in ``setup`` through the data check's sample inspection
+  (:func:`~vitlab.core.data.check.sampled_check`, :attr:`~VitlabDataModule.setup_check_samples`), so a wrong root
+  or a broken file fails in seconds with one line naming it, not at the first batch of a long run;
 * batches that are dicts of sub-batches (``{"source": ..., "target": ...}`` in domain adaptation) get all of
   the above per sub-batch; a training split given as a dict of datasets becomes a ``CombinedLoader``
   (``max_size_cycle``) yielding such dicts.
@@ -123,6 +126,10 @@ class VitlabDataModule(ResumableDataMixin, LightningDataModule):
     #: a base class: not a DataModule of its own (set only in the class body of bases)
     abstract = True
 
+    #: samples per split (evenly spaced) read in ``setup`` to fail fast on a broken copy; 0 for data rendered in
+    #: memory, which has no files to check
+    setup_check_samples: int = 2
+
     #: keys holding (…, 3, H, W) images: sent as uint8, normalised on the device
     image_keys: tuple[str, ...] = ("image",)
 
@@ -171,6 +178,7 @@ class VitlabDataModule(ResumableDataMixin, LightningDataModule):
             if getattr(self, f"{split}_set") is None and split not in self._made:
                 setattr(self, f"{split}_set", self.make_dataset(split))
                 self._made.add(split)
+                self._sampled_check(split)
         train = self.train_set
         if train is not None and stage in (None, "fit") and self.drop_last:
             for name, ds in (train.items() if isinstance(train, Mapping) else [("train", train)]):
@@ -180,6 +188,18 @@ class VitlabDataModule(ResumableDataMixin, LightningDataModule):
                         f"batch_size={self.batch_size} (the train loader drops incomplete batches)"
                     )
         self.check_setup()
+
+    def _sampled_check(self, split: str) -> None:
+        ds = getattr(self, f"{split}_set")
+        if ds is None or self.setup_check_samples <= 0:
+            return
+        from vitlab.core.data.check import sampled_check
+
+        seen: set[int] = set()
+        for name, d in (ds.items() if isinstance(ds, Mapping) else [(split, ds)]):
+            if id(d) not in seen:  # test/predict often reuse the val dataset
+                seen.add(id(d))
+                sampled_check(type(self).__name__, name, d, self.setup_check_samples)
 
     # -- loaders -------------------------------------------------------------------------------------------
     def _finish(self) -> Callable[[Any], Any] | None:

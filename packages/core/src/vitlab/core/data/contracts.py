@@ -24,6 +24,7 @@ from vitlab.core.errors import DatasetFormatError
 
 __all__ = [
     "READERS",
+    "ContractViolation",
     "EmptyGroundTruthWarning",
     "FormatContract",
     "RegisteredReader",
@@ -32,6 +33,11 @@ __all__ = [
     "declares",
     "stored_bit_depth",
 ]
+
+
+class ContractViolation(DatasetFormatError):
+    """A file decoded, but its stored encoding or values break its format's contract (the data check sorts these
+    apart from files that do not decode)."""
 
 
 class EmptyGroundTruthWarning(UserWarning):
@@ -182,7 +188,7 @@ _WARNED: set[str] = set()
 
 
 def _fail(path: Path | str, contract: FormatContract, found: str, expected: str) -> DatasetFormatError:
-    return DatasetFormatError(f"{path}: {contract.name} {found}, expected {expected}", hint=contract.hint)
+    return ContractViolation(f"{path}: {contract.name} {found}, expected {expected}", hint=contract.hint)
 
 
 def _found_values(bad: np.ndarray) -> str:

@@ -34,6 +34,7 @@ class SyntheticScenesDataModule(VitlabDataModule):
 
     image_keys = ("image", "right")
     dataset_class: type = SyntheticScenes
+    setup_check_samples = 0  # rendered in memory: no files to check
 
     def __init__(
         self,
