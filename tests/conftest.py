@@ -29,6 +29,9 @@ def _offline_env(monkeypatch, tmp_path):
         # wandb (0.31) keeps the settings of the first run of a process (a "disabled" run makes every later
         # run in that process a no-op): the next test reads WANDB_MODE afresh, as a new process would.
         wandb.teardown()
+    # pytest keeps the last runs' temp folders: checkpoints of ViT-B-width models there would fill the disk
+    for ckpt in tmp_path.rglob("*.ckpt"):
+        ckpt.unlink(missing_ok=True)
 
 
 @pytest.fixture(scope="session", autouse=True)
