@@ -45,7 +45,7 @@ def tiny_run(tmp_path_factory) -> Path:
     """A 2-step quickstart run of a tiny network (its checkpoint holds the trained disparity range, 24 px)."""
     root = tmp_path_factory.mktemp("zs_fit")
     build_cli(["fit", "--config", str(REPO / "configs" / "stereo" / "quickstart.yaml"), "--trainer.accelerator", "cpu",
-               "--trainer.logger", "false", "--trainer.callbacks", "[]", "--trainer.enable_progress_bar", "false",
+               "--trainer.enable_progress_bar", "false",
                "--trainer.max_steps", "2", "--trainer.limit_val_batches", "1", "--trainer.default_root_dir", str(root),
                NET + "enc_embed_dim", "32", NET + "enc_depth", "2", NET + "enc_num_heads", "2",
                NET + "dec_embed_dim", "32", NET + "dec_depth", "2", NET + "dec_num_heads", "2",
@@ -69,7 +69,7 @@ def test_vitlab_test_scores_every_benchmark_kind_and_writes_results(tiny_run, ca
     rows = json.loads((run / "zero_shot.json").read_text())["rows"]
     with open(run / "zero_shot.csv") as f:
         table = list(csv.DictReader(f))
-    methods = ["StereoMatching"] + (["sgbm"] if sgbm_available() else [])
+    methods = ["StereoMatching"] + (["sgbm"] if sgbm_available() else []) + ["zero"]  # the config's references
     assert [(r["method"], r["benchmark"]) for r in rows] == [(m, k) for m in methods for k in FIXTURES]
     assert len(table) == len(rows) and table[0]["benchmark"] == "kitti2012"
     by = {r["benchmark"]: r for r in rows if r["method"] == "StereoMatching"}
@@ -93,6 +93,10 @@ def test_vitlab_test_scores_every_benchmark_kind_and_writes_results(tiny_run, ca
         assert k in logged and torch.isfinite(logged[k]), k
     assert logged["test/kitti2015/d1_all"].item() == pytest.approx(by["kitti2015"]["metric_all"], rel=1e-5)
     assert "vitlab: zero-shot results" in out and "middlebury2005" in out
+    zero = {r["benchmark"]: r for r in rows if r["method"] == "zero"}
+    assert zero["kitti2015"]["metric_all"] == 100.0  # the fixture's GT is >= 10 px everywhere
+    # GT 4 px; Books' 6 px square disagrees with the right GT (4 px there), so it is occluded: only in `all`
+    assert zero["middlebury2005"]["epe_noc"] == pytest.approx(4.0) and zero["middlebury2005"]["epe_all"] > 4.0
 
 
 def test_bad_root_is_one_line_naming_the_path(tiny_run, capsys):

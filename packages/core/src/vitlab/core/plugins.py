@@ -40,7 +40,7 @@ PLUGIN_CLASSES: dict[str, frozenset[str]] = {
         "BinocularViT", "ETH3DStereo", "KITTIStereo", "LaplacianLoss", "LaplacianLossBounded2", "MaDisStereo",
         "MaskedMSE", "MiddleburyStereo", "SceneFlowStereo", "StereoAugmentor", "StereoDataModule",
         "StereoImagePairs", "StereoL1Loss", "StereoMatching", "StereoMetrics", "StereoPairs", "StereoPairsDataModule",
-        "StereoPredictionWriter", "UniTTStereo",
+        "StereoPredictionWriter", "UniTTStereo", "MaskedForward", "ZeroShotEvaluator", "ZeroShotStereoDataModule",
     }),
     "mtl": frozenset({
         "CSAMHead", "DepthRMSE", "Downsampler", "EdgeLossProxy", "GCA", "HighResolutionHead", "MTLoRA",

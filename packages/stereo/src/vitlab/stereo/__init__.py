@@ -6,6 +6,7 @@ Installing this distribution registers it in the `vitlab.plugins` entry-point gr
 """
 
 from vitlab.stereo.augment import StereoAugmentor
+from vitlab.stereo.benchmark import ZeroShotEvaluator, ZeroShotStereoDataModule, sgbm_disparity
 from vitlab.stereo.data import StereoDataModule
 from vitlab.stereo.datasets import (
     ETH3DStereo,
@@ -67,6 +68,8 @@ __all__ = [
     "StereoPairsDataModule",
     "StereoPredictionWriter",
     "UniTTStereo",
+    "ZeroShotEvaluator",
+    "ZeroShotStereoDataModule",
     "confidence_weight",
     "croco_hooks",
     "decoder_hooks",
@@ -76,6 +79,7 @@ __all__ = [
     "read_stereo_image",
     "resolve_pairs",
     "sample_mask_ratio",
+    "sgbm_disparity",
     "suggest_scale",
     "tile_offsets",
     "tiled_predict",

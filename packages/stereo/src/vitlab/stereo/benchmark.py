@@ -66,8 +66,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from vitlab.core.data import VitlabDataModule
-from vitlab.core.data.constants import IMAGENET_MEAN, IMAGENET_STD
+from vitlab.core.data import IMAGENET_MEAN, IMAGENET_STD, VitlabDataModule
 from vitlab.core.errors import ConfigError
 
 from .data import collate_common
@@ -199,7 +198,8 @@ class ZeroShotStereoDataModule(VitlabDataModule):
         eth3d: ETH3D low-res two-view root (``two_view_training[_gt]/``) or a flat folder of scene folders.
         scale: ``"auto"`` (default), ``"native"`` or a number (the scale rule above).
         max_disparity: per-benchmark overrides of the max disparity at the evaluated resolution, in px.
-        reference: classical rows to add: ``["sgbm"]`` (skipped with a message when OpenCV is absent).
+        reference: reference rows to add: ``"sgbm"`` (skipped with a message when OpenCV is absent) and
+            ``"zero"`` (disparity 0 everywhere: the floor a model that does not match stays near).
         sgbm_block_size: SGBM block size (5).
         max_pairs: evaluate only the first N pairs of each benchmark (quick checks; ``None`` = all).
         num_workers: loader workers.
@@ -242,9 +242,9 @@ class ZeroShotStereoDataModule(VitlabDataModule):
             raise ConfigError(f"data.max_disparity: unknown benchmark(s) {unknown}; expected keys of "
                               f"{sorted(BENCHMARKS)}")
         self.reference = [str(r).lower() for r in (reference or [])]
-        bad = sorted(set(self.reference) - {"sgbm"})
+        bad = sorted(set(self.reference) - {"sgbm", "zero"})
         if bad:
-            raise ConfigError(f"data.reference: unknown method(s) {bad}; expected a list of 'sgbm'")
+            raise ConfigError(f"data.reference: unknown method(s) {bad}; expected a list of 'sgbm', 'zero'")
         self.sgbm_block_size = int(sgbm_block_size)
         if max_pairs is not None and max_pairs < 1:
             raise ConfigError(f"data.max_pairs: expected an integer >= 1 or null, got {max_pairs!r}")
@@ -392,6 +392,8 @@ class ZeroShotEvaluator(nn.Module):
         b = self.benchmarks[index]
         disp, _ = module.predict_disparity(batch["image"], batch["right"], scale=b.scale)
         self.update(index, "model", disp, batch)
+        if "zero" in self.methods:
+            self.update(index, "zero", torch.zeros_like(disp), batch)
         if "sgbm" in self.methods:
             lefts, rights = _to_uint8_views(batch, normalized)
             pred = torch.stack([torch.from_numpy(sgbm_disparity(lv, rv, b.max_disparity, self.sgbm_block_size))

@@ -20,6 +20,7 @@ from vitlab.core import EMATeacher, VitlabModule
 from vitlab.core.backbones import MaskOutput, patchify, random_masking
 from vitlab.core.visualize import colorize_depth, panel, to_uint8_image
 
+from .benchmark import ZeroShotEvaluator, ZeroShotStereoDataModule
 from .losses import LaplacianLossBounded2, MaskedMSE, build_stereo_loss, feature_warp_consistency
 from .metrics import StereoMetrics
 from .model import BinocularViT
@@ -281,7 +282,18 @@ class StereoMatching(VitlabModule):
     def validation_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         return self._eval_step(batch, "val")
 
-    def test_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
+    def on_test_start(self) -> None:
+        """A :class:`~vitlab.stereo.ZeroShotStereoDataModule` run scores each benchmark under its protocol
+        (:mod:`vitlab.stereo.benchmark`); any other test run scores ``test/`` as validation does."""
+        super().on_test_start()
+        dm = getattr(self.trainer, "datamodule", None)
+        self.zero_shot = None
+        if isinstance(dm, ZeroShotStereoDataModule):
+            self.zero_shot = ZeroShotEvaluator.for_datamodule(dm, self.train_max_disparity).to(self.device)
+
+    def test_step(self, batch: dict[str, Tensor], batch_idx: int, dataloader_idx: int = 0) -> Tensor:
+        if getattr(self, "zero_shot", None) is not None:
+            return self.zero_shot.step(self, batch, dataloader_idx, normalized=self.trainer.datamodule.normalize)
         return self._eval_step(batch, "test")
 
     def _log_metrics(self, stage: str) -> None:
@@ -298,7 +310,14 @@ class StereoMatching(VitlabModule):
         self._log_metrics("val")
 
     def on_test_epoch_end(self) -> None:
+        if getattr(self, "zero_shot", None) is not None:
+            self.zero_shot.finish(self)
+            return
         self._log_metrics("test")
+
+    def on_test_end(self) -> None:
+        super().on_test_end()
+        self.zero_shot = None  # the per-benchmark metrics live for one test run only
 
     def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
         scale = batch.get("scale")  # StereoPairsDataModule(scale=...): one value for the whole set
