@@ -94,6 +94,9 @@ TINY: dict[str, tuple[Callable[[Path], dict], bool]] = {
         True),
     "vitlab.stereo.predict.StereoPairsDataModule": (lambda t: dict(
         left=_image_pairs(t)["left"], right=str(t / "*_R.png")), False),
+    # a test-only protocol: its tiny instance is checked on the test split
+    "vitlab.stereo.benchmark.ZeroShotStereoDataModule": (lambda t: dict(
+        kitti2015=str(DATA / "kitti2015" / "data_scene_flow"), max_pairs=2), "test"),
     "vitlab.mtl.data.SyntheticMultiTaskDataModule": (lambda t: dict(
         size=32, batch_size=2, train_samples=6, val_samples=2), True),
     "vitlab.mtl.data.PASCALContextMTDataModule": (lambda t: dict(
@@ -134,9 +137,11 @@ def test_derives_from_the_base_and_sends_uint8_images(name, tmp_path):
     if name not in TINY:
         pytest.skip("no tiny instance (see test_every_datamodule_has_a_tiny_instance)")
     dm = _build(name, tmp_path)
-    has_train = TINY[name][1]
-    dm.setup("fit" if has_train else "predict")
-    loader = dm.train_dataloader() if has_train else dm.predict_dataloader()
+    has_train = TINY[name][1] is True
+    stage = {True: "fit", False: "predict"}.get(TINY[name][1], TINY[name][1])
+    dm.setup(stage)
+    loader = dm.train_dataloader() if has_train else getattr(dm, f"{stage}_dataloader")()
+    loader = loader[0] if isinstance(loader, (list, tuple)) else loader  # one loader per benchmark
     loaders = list(loader.iterables.values()) if hasattr(loader, "iterables") else [loader]
     for dl in loaders:
         assert isinstance(dl.dataset, SeededSamples), f"{name}: loader not built by VitlabDataModule.loader"
@@ -219,7 +224,7 @@ AUGMENTING = {"vitlab.core.data.dense.ADE20KDataModule", "vitlab.uda.data.UDADat
               "vitlab.stereo.data.StereoDataModule"}
 
 
-@pytest.mark.parametrize("name", [n for n in IDS if TINY.get(n, (None, False))[1]])
+@pytest.mark.parametrize("name", [n for n in IDS if TINY.get(n, (None, False))[1] is True])
 def test_mid_epoch_resume_is_exact(name, tmp_path):
     from vitlab.core import ModelCheckpoint
 
