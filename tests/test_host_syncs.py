@@ -1,25 +1,26 @@
 """No host sync in a training step: every method, its default configuration, counted with a dispatch mode.
 
-Each method trains for a few steps through a real ``Trainer.fit`` on tiny random data. From the start of
-step 1 to the start of the next step (training_step, backward, optimizer step, lr scheduler, EMA update,
-Lightning's per-step metric bookkeeping) every ``aten._local_scalar_dense`` call is counted; ``.item()``,
-``int(t)``, ``float(t)``, ``bool(t)`` and Python ``if`` on a tensor all end there. Logging steps are kept
-out of the window (``log_every_n_steps`` is larger than the run): converting logged values for the
-logger is a sync by design, once every ``log_every_n_steps``.
+Each method trains for a few steps through a real ``Trainer.fit`` on tiny random data. Core's
+:class:`~vitlab.core.perf.StepSyncCounter` opens a window once step 1's batch is fetched and closes it when
+the next fetch starts (batch transfer, training_step, backward, optimizer step, lr scheduler, EMA update,
+Lightning's per-step bookkeeping; the DataLoader's own work is left out, as workers do it in a real run).
+Every kind of sync :class:`~vitlab.core.perf.HostSyncCounter` sees is counted: reads (``.item()``,
+``float(t)``, ``if t:``), implicit syncs (mask indexing, ``nonzero``), blocking host-to-device copies and
+tensors made from Python data. Logging steps are kept out of the window (``log_every_n_steps`` is larger
+than the run): converting logged values for the logger is a sync by design, once every ``log_every_n_steps``.
 """
-
 from __future__ import annotations
 
 import tempfile
 
 import pytest
 import torch
-from lightning.pytorch import Callback, LightningDataModule, Trainer
+from lightning.pytorch import LightningDataModule, Trainer
 from lightning.pytorch.loggers import CSVLogger
 from torch.utils.data import DataLoader, Dataset
 
 from vitlab.core import DepthEstimation, ImageClassification, SemanticSegmentation, ViT
-from vitlab.core.perf import HostSyncCounter
+from vitlab.core.perf import HostSyncCounter, StepSyncCounter
 
 STEPS = 3
 #: Syncs allowed, as (file suffix, line substring): the non-finite-loss guard of the MIM base is owned by
@@ -46,33 +47,6 @@ class _DM(LightningDataModule):
 
     def train_dataloader(self):
         return DataLoader(_Random(self.make), batch_size=self.batch_size, drop_last=True)
-
-
-class _Window(Callback):
-    """Counts syncs from the start of step ``first`` until the start of the next step (or the end)."""
-
-    def __init__(self, first: int = 1) -> None:
-        self.first = first
-        self.counter: HostSyncCounter | None = None
-        self.per_step: list[HostSyncCounter] = []
-
-    def _close(self) -> None:
-        if self.counter is not None:
-            self.counter.__exit__(None, None, None)
-            self.counter = None
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._close()
-        if batch_idx >= self.first:
-            self.counter = HostSyncCounter()
-            self.counter.__enter__()
-            self.per_step.append(self.counter)
-
-    def on_train_end(self, trainer, pl_module) -> None:
-        self._close()
-
-    def on_exception(self, trainer, pl_module, exc) -> None:
-        self._close()
 
 
 def _img(g, size=32):
@@ -152,7 +126,8 @@ def _allowed(event) -> bool:
 
 
 def _syncs_per_step(module, make) -> list[list]:
-    window = _Window(first=1)
+    # core's StepSyncCounter: the window opens once a batch is fetched and closes when the next fetch starts
+    window = StepSyncCounter(first_step=1)
     # a logger is on, as in a user's run: logging must not add a per-step sync either
     trainer = Trainer(accelerator="cpu", devices=1, max_steps=STEPS, limit_val_batches=0,
                       logger=CSVLogger(tempfile.mkdtemp(prefix="vitlab-sync-")),
@@ -160,7 +135,7 @@ def _syncs_per_step(module, make) -> list[list]:
                       log_every_n_steps=1000, callbacks=[window])
     trainer.fit(module, datamodule=_DM(make))
     assert trainer.global_step == STEPS
-    return [[e for e in c.events if not _allowed(e)] for c in window.per_step]
+    return [[e for e in c.events if not _allowed(e)] for c in window.steady().values()]
 
 
 @pytest.mark.parametrize("name", sorted(METHODS))

@@ -127,7 +127,12 @@ def test_corrupt_image_names_path(tmp_path):
     shutil.copytree(ROOT, tmp_path / "r")
     bad = tmp_path / "r" / "val" / "class_a" / "class_a_0.png"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n garbage")
+    # setup's sampled check reads the first file of each split: a bad root fails before any batch
+    with pytest.raises(DatasetFormatError, match=r"val split.*class_a_0\.png"):
+        make_dm(tmp_path / "r").setup("validate")
+    # with that check off, the reader itself names the file when the loader reaches it
     dm = make_dm(tmp_path / "r")
+    dm.setup_check_samples = 0
     dm.setup("validate")
     with pytest.raises(DatasetFormatError, match="class_a_0.png"):
         next(iter(dm.val_dataloader()))

@@ -113,3 +113,25 @@ def test_sampler_follows_the_trainer_epoch_not_lightnings_set_epoch_count():
     mid.resume_at(epoch=1, start=4)  # a mid-epoch checkpoint
     mid.set_epoch(1)
     assert list(mid) == perm[1][4:]
+
+
+def test_seeded_samples_of_a_subset_keep_seeding_and_finish():
+    """A ``Subset`` has ``__getitems__``, which the DataLoader calls when the dataset exposes it: the wrapper
+    must not forward it, or the per-sample seeding and the uint8 finish are skipped for every subset."""
+    from torch.utils.data import DataLoader, Subset
+
+    from vitlab.core.data.sampling import SeededSamples
+
+    class _Rand(Dataset):
+        def __len__(self) -> int:
+            return 4
+
+        def __getitem__(self, i: int):
+            return {"x": torch.rand(())}
+
+    ss = SeededSamples(Subset(_Rand(), range(3)), seed=7, finish=lambda s: {**s, "finished": True})
+    assert not hasattr(ss, "__getitems__")
+    batch = next(iter(DataLoader(ss, batch_size=3)))
+    assert batch["finished"].tolist() == [True, True, True]
+    again = next(iter(DataLoader(ss, batch_size=3)))
+    assert torch.equal(batch["x"], again["x"])  # seeded per sample, not by the global generator

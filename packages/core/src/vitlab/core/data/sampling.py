@@ -134,7 +134,9 @@ class SeededSamples(torch.utils.data.Dataset):
         return self.finish(sample) if self.finish is not None else sample
 
     def __getattr__(self, name: str) -> Any:  # dataset attributes (num_classes, pairs ...) stay reachable
-        if name == "dataset":
+        # never a dunder: the DataLoader fetches through ``dataset.__getitems__`` when it exists (``Subset`` has
+        # one), which would bypass the seeding and ``finish`` of :meth:`__getitem__`
+        if name == "dataset" or (name.startswith("__") and name.endswith("__")):
             raise AttributeError(name)
         return getattr(self.dataset, name)
 
