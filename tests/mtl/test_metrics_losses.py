@@ -54,8 +54,13 @@ def test_saliency_max_iou_and_max_f():
     out = m.compute()
     # thresholds < 0.5: J1 = 2/2, J2 = 2/3 -> 0.8333; >= 0.5: J1 = 1/2, J2 = 2/3 -> 0.5833
     assert out["maxIoU"].item() == pytest.approx(100 * (1 + 2 / 3) / 2, abs=1e-4)
-    # dataset level at t=0.05..0.45: tp 4, fp 1, fn 0 -> P 0.8, R 1 -> F = 1.3*0.8/(0.24+1)
-    assert out["maxF"].item() == pytest.approx(100 * 1.3 * 0.8 / (0.3 * 0.8 + 1), abs=1e-4)
+    # MTI-Net maxF at t < 0.5: P (1 + 2/3) / 2, R 1 -> F1 = 2PR / (P + R)
+    p = (1 + 2 / 3) / 2
+    assert out["maxF"].item() == pytest.approx(100 * 2 * p / (p + 1), abs=1e-4)
+    # dataset level, one sigmoid, t = 0.05..0.45: tp 4, fp 1, fn 0 -> P 0.8, R 1 -> F = 1.3*0.8/(0.24+1)
+    once = SaliencyMetric(beta_sigmoid="once")
+    once.update(torch.logit(prob), gt)
+    assert once.compute()["maxF_beta"].item() == pytest.approx(100 * 1.3 * 0.8 / (0.3 * 0.8 + 1), abs=1e-4)
 
 
 def test_saliency_empty_image_scores_one():

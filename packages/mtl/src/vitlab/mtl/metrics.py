@@ -5,8 +5,10 @@ and TADFormer; the saliency maxF is InvPT/ATRC's.
 
 * :class:`MeanIoU`: TP/FP/FN summed over the split, IoU per class, mean over all classes (×100).
 * :class:`SaliencyMetric`: ``maxIoU`` = max over 15 thresholds ``linspace(0.2, 0.9)`` of the mean per-image
-  Jaccard (the MTLoRA/TADFormer "Sal mIoU"; an image with empty prediction and ground truth scores 1), and
-  ``maxF`` = max over thresholds 0.05:0.05:0.95 of the dataset-level F-measure with β² = 0.3.
+  Jaccard (the MTLoRA/TADFormer "Sal mIoU"; an image with empty prediction and ground truth scores 1);
+  ``maxF`` = the MTI-Net meter's F1 of the mean per-image precision and recall at the same thresholds (MTI-Net's
+  "Sal maxF"); ``maxF_beta`` = the dataset-level F-measure with β² = 0.3 at 0.05:0.05:0.95 (InvPT/ATRC, MTLoRA's
+  "Beta maxF"; by default with their second sigmoid).
 * :class:`NormalsMetric`: angular error in degrees over valid pixels: ``mean`` (the "rmse" field of
   MTLoRA/TADFormer is also this mean; ground truth not renormalised, the official v1 meter, by default),
   ``median`` (from a 0.01° histogram), ``rmse`` and % below 11.25/22.5/30°.
@@ -111,48 +113,80 @@ class MeanIoU(Metric):
 
 
 class SaliencyMetric(Metric):
-    """Saliency ``maxIoU`` (MTI-Net/MTLoRA protocol) and dataset-level ``maxF`` (β² = 0.3, InvPT/ATRC).
+    """Saliency ``maxIoU``, ``maxF`` and ``maxF_beta``: the three quantities the MTL papers' code reports.
 
-    ``update(logits, target)`` takes logits (sigmoid applied here once) and binary targets (B, 1, H, W);
-    255 in the target is ignored.
+    Which table uses which (all three follow scale-lab/MTLoRA@333a375 ``evaluation/eval_sal*.py``, which merges
+    MTI-Net's and InvPT's meters; measured equal in ``tests/mtl/test_golden_mtl_metrics.py``):
+
+    * ``maxIoU``: MTLoRA's and TADFormer's "Sal mIoU" (the primary metric and the one in Δm): per image and
+      threshold ``p > t`` for ``t`` in ``linspace(0.2, 0.9, 15)``, the Jaccard index (1 when prediction and ground
+      truth are both empty), averaged over images, max over thresholds.
+    * ``maxF``: MTI-Net's "Sal maxF" (SCA_MTL's meter is MTI-Net's): per image precision ``tp / (tp + fp + ε)``
+      and recall ``tp / (tp + fn + ε)`` at the same thresholds, averaged over images, then ``2PR / (P + R + ε)``
+      (β = 1), max over thresholds; ε = 1e-12.
+    * ``maxF_beta``: InvPT's / ATRC's "maxF" (MTLoRA prints it as "Beta maxF"): TP, predicted and actual positives
+      summed over the split at ``p >= t`` for ``t`` in ``arange(0.05, 1, 0.05)``, F with ``beta2`` (0.3), max over
+      thresholds. Their released code applies the sigmoid to probabilities that already went through one, so the
+      published numbers are of ``sigmoid(sigmoid(logit))``: ``beta_sigmoid="twice"`` (default, comparable with those
+      tables) reproduces that; ``"once"`` is the clean quantity.
+
+    ``update(logits, target)`` takes logits (B, 1, H, W) and binary targets; target ``ignore_index`` (255) pixels are
+    left out of all three (MTI-Net's meter would count them as salient; PASCAL's evaluation targets hold no 255, so
+    the numbers agree there).
     """
 
     full_state_update = False
+    N_IOU = 15
+    EPS = 1e-12
 
-    def __init__(self, beta2: float = 0.3, ignore_index: int = IGNORE_INDEX) -> None:
+    def __init__(self, beta2: float = 0.3, ignore_index: int = IGNORE_INDEX, beta_sigmoid: str = "twice") -> None:
         super().__init__()
-        self.beta2 = beta2
+        if beta_sigmoid not in ("twice", "once"):
+            raise ValueError(f"SaliencyMetric: beta_sigmoid: expected 'twice' or 'once', got {beta_sigmoid!r}")
+        self.beta2, self.beta_sigmoid = beta2, beta_sigmoid
         self.ignore_index = ignore_index
-        self.register_buffer("iou_thresholds", torch.linspace(0.2, 0.9, 15), persistent=False)
-        self.register_buffer("f_thresholds", torch.arange(1, 20, dtype=torch.float32) * 0.05, persistent=False)
-        self.add_state("jaccard_sum", torch.zeros(15, dtype=torch.float64), dist_reduce_fx="sum")
+        self.register_buffer("iou_thresholds", torch.from_numpy(np.linspace(0.2, 0.9, self.N_IOU)).float(),
+                             persistent=False)
+        self.register_buffer("f_thresholds", torch.arange(0.05, 1, 0.05), persistent=False)  # MTLoRA's float32 law
+        for name in ("jaccard_sum", "precision_sum", "recall_sum"):
+            self.add_state(name, torch.zeros(self.N_IOU, dtype=torch.float64), dist_reduce_fx="sum")
         self.add_state("images", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        for name in ("tp", "fp", "fn"):
-            self.add_state(name, torch.zeros(19, dtype=torch.float64), dist_reduce_fx="sum")
+        n = len(self.f_thresholds)
+        for name in ("tp", "predicted", "actual"):
+            self.add_state(name, torch.zeros(n, dtype=torch.float64), dist_reduce_fx="sum")
 
     def update(self, logits: Tensor, target: Tensor) -> None:
         prob = torch.sigmoid(logits.float()).flatten(1)  # (B, HW)
         tgt = target.flatten(1)
-        valid = (tgt != self.ignore_index)
+        valid = tgt != self.ignore_index
         gt = (tgt > 0.5) & valid
+        # per image (MTI-Net's meter): Jaccard, precision and recall at the 15 thresholds
         pred = (prob[:, None] > self.iou_thresholds[None, :, None]) & valid[:, None]  # (B, 15, HW)
         inter = (pred & gt[:, None]).sum(-1).double()
         union = (pred | gt[:, None]).sum(-1).double()
-        jac = torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union))
-        self.jaccard_sum += jac.sum(0)
+        npred = pred.sum(-1).double()
+        ngt = gt.sum(-1, keepdim=True).double()
+        self.jaccard_sum += torch.where(union > 0, inter / union.clamp(min=1), torch.ones_like(union)).sum(0)
+        self.precision_sum += (inter / (npred + self.EPS)).sum(0)
+        self.recall_sum += (inter / (ngt + self.EPS)).sum(0)
         self.images += prob.shape[0]
-        predf = (prob[:, None] > self.f_thresholds[None, :, None]) & valid[:, None]  # (B, 19, HW)
-        tp = (predf & gt[:, None]).sum((0, 2)).double()
-        self.tp += tp
-        self.fp += predf.sum((0, 2)).double() - tp
-        self.fn += gt.sum().double() - tp
+        # dataset level (InvPT's meter)
+        pf = torch.sigmoid(prob) if self.beta_sigmoid == "twice" else prob
+        predf = (pf[:, None] >= self.f_thresholds[None, :, None]) & valid[:, None]  # (B, 19, HW)
+        self.tp += (predf & gt[:, None]).sum((0, 2)).double()
+        self.predicted += predf.sum((0, 2)).double()
+        self.actual += gt.sum().double()
 
     def compute(self) -> dict[str, Tensor]:
-        miou = self.jaccard_sum / self.images.clamp(min=1)
-        prec = self.tp / (self.tp + self.fp).clamp(min=1e-8)
-        rec = self.tp / (self.tp + self.fn).clamp(min=1e-8)
-        f = (1 + self.beta2) * prec * rec / (self.beta2 * prec + rec).clamp(min=1e-8)
-        return {"maxIoU": 100.0 * miou.max().float(), "maxF": 100.0 * f.max().float()}
+        n = self.images.clamp(min=1)
+        miou = self.jaccard_sum / n
+        p, r = self.precision_sum / n, self.recall_sum / n
+        f1 = 2 * p * r / (p + r + self.EPS)
+        prec, rec = self.tp / self.predicted, self.tp / self.actual
+        fb = (1 + self.beta2) * prec * rec / (self.beta2 * prec + rec)
+        fb = torch.nan_to_num(fb, nan=0.0)  # a threshold with no predicted positives scores 0 (as the meter)
+        return {"maxIoU": 100.0 * miou.max().float(), "maxF": 100.0 * f1.max().float(),
+                "maxF_beta": 100.0 * fb.max().float()}
 
 
 class NormalsMetric(Metric):
