@@ -4,7 +4,8 @@ CVPR 2024; code `scale-lab/MTLoRA`) on a Swin backbone with per-task HRNet heads
 What follows the official code (shared_mode 'matrix'):
 
 * **TA-LoRA** (task-agnostic) at qkv, proj, fc1, fc2 of every block, rank r ∈ {16, 32, 64}; the scale is a plain
-  multiplier ``s = 4.0`` (not α/r); LoRA dropout 0.05 on the shared path only.
+  multiplier ``s = 4.0`` (not α/r); LoRA dropout 0.05 on the shared path's input, which proj's task paths
+  (no task input of their own) share.
 * **TS-LoRA** (task-specific), rank 4, only in the last block of each stage at proj, fc1, fc2 (qkv stays shared).
   The task branch is ``y_t = W x_shared + b + s B_t A_t x_t``: the frozen term takes the *shared* input and the
   shared-LoRA delta is not added (:class:`MTLoRALinear`). Inside that block
@@ -37,7 +38,8 @@ class MTLoRALinear(LoRALinear):
     """A shared LoRA linear (``LoRALinear``) plus per-task low-rank updates on task inputs.
 
     ``forward(x)`` is the shared path ``W x + b + s B A drop(x)``; :meth:`forward_tasks` also returns
-    ``W x + b + s B_t A_t x_t`` for every task (``x_t = x`` when a task has no input of its own).
+    ``W x + b + s B_t A_t x_t`` for every task (``x_t = drop(x)``, the shared path's dropped input, when a task
+    has no input of its own, as the official ``MTLoRALinear.forward``; explicit task inputs are not dropped).
     """
 
     def __init__(self, in_features: int, out_features: int, rank: int, scale: float, tasks: list[str],
@@ -65,11 +67,12 @@ class MTLoRALinear(LoRALinear):
 
     def forward_tasks(self, x: Tensor, task_inputs: dict[str, Tensor] | None = None) -> tuple[Tensor, dict[str, Tensor]]:
         base = F.linear(x, self.weight, self.bias)
-        shared = base + self.scale * F.linear(F.linear(self.lora_dropout(x), self.lora_A), self.lora_B)
+        dropped = self.lora_dropout(x)
+        shared = base + self.scale * F.linear(F.linear(dropped, self.lora_A), self.lora_B)
         task_inputs = task_inputs or {}
         out = {}
         for t in self.tasks:
-            xt = task_inputs.get(t, x)
+            xt = task_inputs.get(t, dropped)
             out[t] = base + self.task_scale * F.linear(F.linear(xt, self.task_A[t]), self.task_B[t])
         return shared, out
 
