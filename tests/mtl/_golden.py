@@ -1,6 +1,7 @@
 """Helpers of the mtl golden tests: load a stored ``.pt`` and map official MTLoRA/TADFormer state-dict names onto
 vitlab's (official Swin merges patches at the end of a stage, timm at the start of the next one)."""
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -10,6 +11,17 @@ import torch
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "golden"
 
 
+def _packing():
+    """``tests/data/golden/_packing.py``, the one reader of the packed state dicts the scripts write."""
+    spec = importlib.util.spec_from_file_location("_golden_packing", GOLDEN / "_packing.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+unpack = _packing().unpack_state
+
+
 def load(name: str) -> dict:
     path = GOLDEN / name / f"{name}.pt"
     if not path.is_file():
@@ -17,14 +29,28 @@ def load(name: str) -> dict:
     return torch.load(path, map_location="cpu", weights_only=False)
 
 
-def unpack(packed: dict) -> dict[str, torch.Tensor]:
-    """A state dict stored as one float16 vector with names and shapes → float32 tensors."""
-    out, i = {}, 0
-    for k, shape in zip(packed["names"], packed["shapes"]):
-        n = torch.Size(shape).numel()
-        out[k] = packed["flat"][i:i + n].float().view(shape)
-        i += n
-    return out
+def assert_close(mine: torch.Tensor, ref: torch.Tensor, msg: str) -> None:
+    """float32 on both sides with identical float16-rounded weights; only the summation order differs, so the
+    bound is 1e-5 relative to the tensor's scale (1e-5 absolute for values of order one; the last Swin stage of
+    random weights reaches ~70)."""
+    err, scale = (mine - ref).abs().max().item(), ref.abs().max().item()
+    assert err <= 1e-5 * (scale + 1), f"{msg}: max abs diff {err:.3g} at scale {scale:.3g}"
+
+
+def check_forward(model: torch.nn.Module, state: dict[str, torch.Tensor], data: dict, case: dict, label: str) -> None:
+    """Load the official ``state`` into ``model`` (eval) and compare every task's per-stage features and decoder
+    outputs (every 4th pixel) on ``data["image"]`` with the official ``case``."""
+    missing, unexpected = model.load_state_dict(to_vitlab(state, model), strict=False)
+    assert not unexpected and all(k.endswith(("lora_merged", "num_batches_tracked")) for k in missing), missing
+    image = data["image"].float()
+    with torch.no_grad():
+        feats = model.encode(image)
+        outs = model(image)
+    for t in data["tasks"]:
+        for s, (mine, ref) in enumerate(zip(feats[t], case["features"][t])):
+            mine = mine.flatten(2).transpose(1, 2)  # official (B, h·w, C)
+            assert_close(mine, ref, f"{label} {t} features, stage {s}")
+        assert_close(outs[t][..., ::4, ::4], case["outputs"][t], f"{label} {t} outputs")
 
 
 _RULES = [

@@ -12,18 +12,11 @@ import torch
 from vitlab.core import Swin
 from vitlab.mtl import MTLoRA, MTLoRALinear
 
-from ._golden import load, to_vitlab, unpack
+from ._golden import assert_close, check_forward, load, unpack
 
 GOLD = load("mtlora")
 DATA = GOLD["data"]
 LINEAR = {"linear.weight": "weight", "linear.bias": "bias", "lora_shared_A": "lora_A", "lora_shared_B": "lora_B"}
-
-
-def assert_close(mine, ref, msg):
-    """float32 on both sides with identical float16-rounded weights; only the summation order differs, so the
-    bound is 1e-5 relative to the tensor's scale (1e-5 absolute for values of order one)."""
-    err, scale = (mine - ref).abs().max().item(), ref.abs().max().item()
-    assert err <= 1e-5 * (scale + 1), f"{msg}: max abs diff {err:.3g} at scale {scale:.3g}"
 
 
 def official_linear() -> MTLoRALinear:
@@ -70,18 +63,7 @@ def test_forward_equals_official(variant):
     state = unpack(DATA["cases"]["model"]["state"])
     if variant == "plus":  # the model case's weights (its reduction.weight is MTLoRA+'s reduction.linear.weight) + LoRA
         state |= unpack(DATA["cases"]["plus"]["reduction_lora"])
-    missing, unexpected = model.load_state_dict(to_vitlab(state, model), strict=False)
-    assert not unexpected and all(k.endswith(("lora_merged", "num_batches_tracked")) for k in missing), missing
-    image = DATA["image"].float()
-    with torch.no_grad():
-        feats = model.encode(image)
-        outs = model(image)
-    case = DATA["cases"][variant]
-    for t in DATA["tasks"]:
-        for s, (mine, ref) in enumerate(zip(feats[t], case["features"][t])):
-            mine = mine.flatten(2).transpose(1, 2)  # official (B, h·w, C)
-            assert_close(mine, ref, f"{variant} {t} features, stage {s}")
-        assert_close(outs[t][..., ::4, ::4], case["outputs"][t], f"{variant} {t} outputs")
+    check_forward(model, state, DATA, DATA["cases"][variant], variant)
 
 
 def test_plus_differs_on_these_weights():

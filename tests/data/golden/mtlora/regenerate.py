@@ -24,6 +24,7 @@ from types import SimpleNamespace as NS
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _official  # noqa: E402
 import torch  # noqa: E402
+from _packing import pack_state as state  # noqa: E402
 
 args = _official.parse_args("scale-lab/MTLoRA", __doc__)
 for mod, attr, value in (("ptflops", "get_model_complexity_info", None), ("termcolor", "colored", lambda s, *a, **k: s)):
@@ -82,14 +83,6 @@ def randomise(model, seed):
             b.copy_((0.1 * torch.randn(b.shape, generator=g)).half().float())
         elif name.endswith("running_var"):
             b.copy_((1.0 + 0.2 * torch.rand(b.shape, generator=g)).half().float())
-
-
-def state(model, keep=lambda k: True):
-    """The state dict packed as one float16 vector plus names and shapes (one tensor keeps the file small)."""
-    items = [(k, v) for k, v in model.state_dict().items()
-             if keep(k) and not k.endswith(("relative_position_index", "attn_mask", "num_batches_tracked"))]
-    return {"names": [k for k, _ in items], "shapes": [tuple(v.shape) for _, v in items],
-            "flat": torch.cat([v.reshape(-1) for _, v in items]).half()}
 
 
 @torch.no_grad()

@@ -21,6 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _official  # noqa: E402
 import torch  # noqa: E402
+from _packing import pack_state as state  # noqa: E402
 from torch import nn  # noqa: E402
 
 args = _official.parse_args("kimsunkyung/SCA_MTL", __doc__)
@@ -55,13 +56,6 @@ def randomise(module, g):
         elif name.endswith("running_var"):
             b.copy_((1.0 + 0.2 * torch.rand(b.shape, generator=g)).half().float())
     return module.eval()
-
-
-def state(module):
-    """The state dict packed as one float16 vector plus names and shapes (one tensor keeps the file small)."""
-    items = [(k, v) for k, v in module.state_dict().items() if not k.endswith("num_batches_tracked")]
-    return {"names": [k for k, _ in items], "shapes": [tuple(v.shape) for _, v in items],
-            "flat": torch.cat([v.reshape(-1) for _, v in items]).half()}
 
 
 def rand(g, *shape):

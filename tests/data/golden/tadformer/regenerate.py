@@ -26,6 +26,8 @@ from types import SimpleNamespace as NS
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import _official  # noqa: E402
 import torch  # noqa: E402
+from _packing import pack_state as state  # noqa: E402
+from _packing import unpack_state as unpack  # noqa: E402
 from torch import nn  # noqa: E402
 
 args = _official.parse_args("Min100KM/TADFormer", __doc__)
@@ -124,23 +126,6 @@ def clean_patches():
 
     official_lora.FilterNorm.forward = filter_norm
     official_lora.TAModuleLinear.forward = ta_forward
-
-
-def state(model, keep=lambda k: True):
-    """The state dict packed as one float16 vector plus names and shapes (one tensor keeps the file small)."""
-    items = [(k, v) for k, v in model.state_dict().items()
-             if keep(k) and not k.endswith(("relative_position_index", "attn_mask", "num_batches_tracked"))]
-    return {"names": [k for k, _ in items], "shapes": [tuple(v.shape) for _, v in items],
-            "flat": torch.cat([v.reshape(-1) for _, v in items]).half()}
-
-
-def unpack(packed):
-    out, i = {}, 0
-    for k, shape in zip(packed["names"], packed["shapes"]):
-        n = torch.Size(shape).numel()
-        out[k] = packed["flat"][i:i + n].float().view(shape)
-        i += n
-    return out
 
 
 @torch.no_grad()
