@@ -25,6 +25,7 @@ are applied first.
     python benchmarks/gpu_throughput.py --quick         # eager only, fewer steps (about 1 min)
     torchrun --nproc_per_node 8 benchmarks/gpu_throughput.py   # 8 GPUs, DDP (images/s summed over ranks)
     python benchmarks/gpu_throughput.py --tiny          # tiny models, runs on a CPU (the test suite's smoke test)
+    python benchmarks/gpu_throughput.py --arms vitlab   # the vitlab arm only (benchmarks/gpu_check.py)
 """
 
 from __future__ import annotations
@@ -285,6 +286,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workloads", default="mae,vit,stereo", help="comma-separated subset of mae,vit,stereo")
     ap.add_argument("--modes", default=None, help="eager,compiled (default both; --quick and --tiny: eager)")
+    ap.add_argument("--arms", default="plain,vitlab", help="comma-separated subset of plain,vitlab")
     ap.add_argument("--mae-batch", type=int, default=None, help="per-GPU batch (512; tiny 4)")
     ap.add_argument("--vit-batch", type=int, default=None, help="per-GPU batch (256; tiny 4)")
     ap.add_argument("--stereo-batch", type=int, default=None, help="per-GPU pairs (8; tiny 2)")
@@ -306,6 +308,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     bad = set(args.modes) - {"eager", "compiled"}
     if bad:
         ap.error(f"unknown modes {sorted(bad)}; use eager and/or compiled")
+    args.arms = args.arms.split(",")
+    if not args.arms or set(args.arms) - {"plain", "vitlab"}:
+        ap.error(f"unknown arms in {args.arms}; use plain and/or vitlab")
     args.workloads = args.workloads.split(",")
     if set(args.workloads) - {"mae", "vit", "stereo"}:
         ap.error(f"unknown workloads in {args.workloads}; use mae, vit, stereo")
@@ -336,14 +341,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             compiled = mode == "compiled"
             res = {}
             for arm, fn in (("plain", run_plain), ("vitlab", run_vitlab)):
+                if arm not in args.arms:
+                    continue
                 _reset(device)
                 rate = fn(w, compiled, args, device)
                 res[arm] = (rate, _peak_gb(device))
-            for arm in ("plain", "vitlab"):
-                rate, mem = res[arm]
+            for arm, (rate, mem) in res.items():
                 mfu = rate / world * fpi / peak if peak else float("nan")
+                ratio = rate / res["plain"][0] if "plain" in res else float("nan")
                 rows.append({"workload": key, "name": w.name, "mode": mode, "arm": arm, "rate": rate,
-                             "unit": w.unit, "mfu": mfu, "peak_gb": mem, "ratio": rate / res["plain"][0],
+                             "unit": w.unit, "mfu": mfu, "peak_gb": mem, "ratio": ratio,
                              "gflops_per_item": fpi / 1e9})
     if rank == 0:
         print(f"# {name} x {world}; {args.precision}; timed {args.steps} steps after {args.warmup} warm-up; "
