@@ -95,3 +95,29 @@ def test_a_foreign_checkpoint_subclass_is_refused(tmp_path, monkeypatch):
     monkeypatch.delitem(sys.modules, "own_ckpt", raising=False)
     with pytest.raises(ConfigError, match=r"own_ckpt\.OwnCheckpoint derives from Lightning's ModelCheckpoint"):
         _fit(tmp_path, "--trainer.max_steps", "1", "--trainer.callbacks", "own_ckpt.OwnCheckpoint")
+
+
+def test_model_summary_has_no_zero_flops_line(tmp_path):
+    """Lightning counts FLOPs only with an ``example_input_array``; the CLI's summary drops the column of zeros."""
+    from vitlab.core.callbacks import ModelSummary
+
+    seen = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    handler = Keep(level=logging.INFO)
+    log = logging.getLogger("lightning.pytorch.callbacks.model_summary")
+    log.addHandler(handler)
+    level = log.level
+    log.setLevel(logging.INFO)
+    try:
+        trainer = _fit(tmp_path, "--trainer.max_steps", "1", "--trainer.enable_model_summary", "true")
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+    assert sum(isinstance(cb, ModelSummary) for cb in trainer.callbacks) == 1
+    table = "\n".join(seen)
+    assert "Total params" in table and "backbone" in table
+    assert "Flops" not in table and "FLOPs" not in table, table

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 from lightning.pytorch import Callback, LightningModule, Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint as _LightningModelCheckpoint
+from lightning.pytorch.callbacks import ModelSummary as _LightningModelSummary
 from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 
@@ -193,6 +194,33 @@ class NonFiniteGuard(Callback):
             "Lower the learning rate, check the inputs of that batch, or set `fail_on_nonfinite: false` "
             "to keep training anyway."
         )
+
+
+class ModelSummary(_LightningModelSummary):
+    """Lightning's model summary without the FLOPs column and "Total Flops" line when no FLOPs were counted.
+
+    Lightning counts FLOPs only for a module with an ``example_input_array``; vitlab's modules take batch dicts of
+    any size and set none, so the stock table printed a column of zeros and "0 Total Flops" on every run. The CLI
+    adds this one unless a config lists a ``ModelSummary`` (``--trainer.enable_model_summary false`` hides it).
+    """
+
+    @staticmethod
+    def summarize(summary_data, total_parameters, trainable_parameters, model_size, total_training_modes,
+                  total_flops, **summarize_kwargs) -> None:
+        import logging
+
+        from lightning.pytorch.utilities.model_summary.model_summary import _format_summary_table
+
+        if total_flops:
+            return _LightningModelSummary.summarize(summary_data, total_parameters, trainable_parameters, model_size,
+                                                    total_training_modes, total_flops, **summarize_kwargs)
+        cols = [c for c in summary_data if c[0] != "FLOPs"]
+        table = _format_summary_table(total_parameters, trainable_parameters, model_size, total_training_modes, 0,
+                                      *cols)
+        lines = table.splitlines()
+        if lines and lines[-1].rstrip().endswith("Total Flops"):
+            lines = lines[:-1]
+        logging.getLogger("lightning.pytorch.callbacks.model_summary").info("\n" + "\n".join(lines))
 
 
 class PlainProgressBar(ProgressBar):

@@ -37,13 +37,14 @@ from typing import Any
 import yaml
 from lightning.pytorch import Callback, LightningDataModule, LightningModule, Trainer
 from lightning.pytorch.callbacks import BasePredictionWriter, ModelCheckpoint
+from lightning.pytorch.callbacks import ModelSummary as LightningModelSummary
 from lightning.pytorch.callbacks.progress.progress_bar import ProgressBar
 from lightning.pytorch.cli import ArgsType, LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.plugins.io import CheckpointIO
 
 from vitlab.core import runs
-from vitlab.core.callbacks import NonFiniteGuard, PlainProgressBar
+from vitlab.core.callbacks import ModelSummary, NonFiniteGuard, PlainProgressBar
 from vitlab.core.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
 from vitlab.core.config_bases import expand_config_args
 from vitlab.core.errors import CheckpointError, expected_failure, format_error, show_traceback
@@ -352,6 +353,9 @@ class VitlabCLI(LightningCLI):
             callbacks.append(NonFiniteGuard())
         if self.subcommand == "predict" and not any(isinstance(c, BasePredictionWriter) for c in configured):
             callbacks.append(self._default_writer())
+        if config.get("enable_model_summary", True) is not False \
+                and not any(isinstance(c, LightningModelSummary) for c in configured):
+            callbacks.append(ModelSummary())  # Lightning's table without its FLOPs column when nothing was counted
         wants_bar = config.get("enable_progress_bar", True) is not False
         if wants_bar and not sys.stdout.isatty() and not any(isinstance(c, ProgressBar) for c in configured):
             callbacks.append(PlainProgressBar())
