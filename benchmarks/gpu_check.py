@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import contextvars
 import datetime as dt
 import gc
 import math
@@ -41,6 +42,7 @@ import tempfile
 import time
 import traceback
 import warnings
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -204,9 +206,11 @@ class Part:
     result: dict[str, Any] = field(default_factory=dict)
     error: str = ""
     trace: str = ""
+    notes: list[str] = field(default_factory=list)
 
 
 _STOP = [False]
+_MODELS: list[tuple[str, weakref.ref]] = []  # each fit's module: it must be gone once its part is over
 
 
 def _on_alarm(signum, frame):
@@ -277,6 +281,11 @@ def run_part(part: Part, device: str, deadline: float) -> None:
     finally:
         part.wall_s = time.monotonic() - t0
         _clean(device)
+        left = torch.cuda.memory_allocated() / 2**30 if device == "cuda" else 0.0
+        kept = [n for n, ref in _MODELS if ref() is not None]
+        if left > 0.5 or kept:
+            part.notes.append(f"after this part {left:.1f} GiB stayed allocated"
+                              + (f", models of {kept} still alive" if kept else ""))
     print(f"=== gpu_check: {part.section} {part.key}: {part.status} in {part.wall_s:.1f} s {part.error}", flush=True)
 
 
@@ -319,6 +328,15 @@ def _overlay(spec: FitSpec, args, tmp: Path, name: str) -> Path:
     return path
 
 
+def start_wandb() -> None:
+    """Start W&B's service before the first fit: its connection keeps the context it was started in, and started
+    inside a fit that context holds the CLI's parser, hence that fit's trainer and model, to the end."""
+    with contextlib.suppress(Exception):
+        import wandb
+
+        contextvars.Context().run(wandb.setup)
+
+
 def fit_part(name: str, spec: FitSpec, args, tmp: Path) -> Callable[[], dict[str, Any]]:
     def run() -> dict[str, Any]:
         from vitlab.core.cli import build_cli
@@ -342,9 +360,12 @@ def fit_part(name: str, spec: FitSpec, args, tmp: Path) -> Callable[[], dict[str
         cwd = Path.cwd()
         os.chdir(root)  # nothing a recipe writes lands in the checkout
         try:
-            trainer = build_cli(argv).trainer
+            # in a context of its own: jsonargparse leaves its parser (and so the CLI, trainer and model) in a
+            # context variable, which would keep this fit's model in GPU memory through the next parts
+            trainer = contextvars.copy_context().run(build_cli, argv).trainer
         finally:
             os.chdir(cwd)
+        _MODELS.append((name, weakref.ref(trainer.lightning_module)))
         try:
             timer = next(cb for cb in trainer.callbacks if type(cb).__name__ == "FitTimer")
             syncs = next(cb for cb in trainer.callbacks if type(cb).__name__ == "WindowedSyncCounter")
@@ -455,6 +476,7 @@ def render(parts: list[Part], args, info: dict[str, str], started: str, elapsed:
         f"* commit: {_git_commit()}",
         f"* command: `python benchmarks/gpu_check.py {' '.join(args.argv)}`".rstrip(),
         *(f"* note: {n}" for n in getattr(args, "notes", [])),
+        *(f"* note: {p.section} {p.key}: {n}" for p in parts for n in p.notes),
         f"* wall time: throughput {sum(p.wall_s for p in tp if not math.isnan(p.wall_s)):.0f} s, "
         f"fits {sum(p.wall_s for p in fits if not math.isnan(p.wall_s)):.0f} s",
         "",
@@ -571,6 +593,7 @@ def main(argv: list[str] | None = None) -> tuple[Path, list[Part]]:
         os.environ.setdefault(key, value)
     os.environ.pop("VITLAB_RUN_DIR", None)
     signal.signal(signal.SIGINT, _on_sigint)
+    start_wandb()
     if args.device == "cuda":
         torch.cuda.init()
     args.notes = []
