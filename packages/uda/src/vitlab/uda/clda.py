@@ -384,7 +384,7 @@ class CLDA(DACS):
         logs.update(s_logs)
         logs["teacher/pseudo_quality"] = q_t.mean()
         logs["student/pseudo_quality"] = q_s.mean()
-        logs["clda/teacher_phase"] = torch.tensor(float(collab))
+        logs["clda/teacher_phase"] = self.log_value("clda/teacher_phase", float(collab))
         self.log_dict({f"train/{k}": v for k, v in logs.items()})
 
     def _saliency_due(self, step: int) -> bool:

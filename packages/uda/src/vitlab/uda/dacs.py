@@ -268,6 +268,9 @@ class DACS(UDASegmentation):
         self.jitter_law = jitter_law
         self.fd_lambda = fd_lambda
         self.fd_classes = list(THING_CLASSES if fd_classes is None else fd_classes)
+        # on the module's device once: a tensor made from the list each step is a host-to-device copy
+        self.register_buffer("fd_class_ids", torch.tensor(self.fd_classes, dtype=torch.long), persistent=False)
+        self._log_values: dict[str, Tensor] = {}
         self.fd_scale_min_ratio = fd_scale_min_ratio
         self.mic = mic
         self.mic_args = (mic_block_size, mic_ratio, mic_lambda)
@@ -297,8 +300,7 @@ class DACS(UDASegmentation):
         ref = (imnet or self.imnet)(image)[-1]
         scale = labels.shape[-1] // feat.shape[-1]
         down = T.downscale_label_ratio(labels, scale, self.fd_scale_min_ratio, self.num_classes)
-        classes = torch.as_tensor(self.fd_classes, device=labels.device)
-        mask = (down[..., None] == classes).any(-1)
+        mask = (down[..., None] == self.fd_class_ids).any(-1)
         return self.fd_lambda * T.masked_feature_distance(feat, ref, mask)
 
     @torch.no_grad()
@@ -343,6 +345,14 @@ class DACS(UDASegmentation):
             logs[f"{prefix}loss_fd"] = loss_fd.detach()
         return logs
 
+    def log_value(self, key: str, value: float) -> Tensor:
+        """A Python number to log, as a 0-dim device tensor kept per key and filled in place (``log`` copies it):
+        ``torch.tensor(value)`` each step would be a blocking host-to-device copy on a GPU."""
+        t = self._log_values.get(key)
+        if t is None or t.device != self.device:
+            t = self._log_values[key] = torch.zeros((), device=self.device)
+        return t.fill_(value)
+
     def _generator(self, device: torch.device) -> torch.Generator:
         return torch.Generator(device=device).manual_seed(self.step_seed())
 
@@ -361,5 +371,5 @@ class DACS(UDASegmentation):
         self._optimizer_step(opt, sched)
         logs["pseudo_quality"] = q.mean()
         if alpha is not None:
-            logs["ema_alpha"] = torch.tensor(alpha)
+            logs["ema_alpha"] = self.log_value("ema_alpha", alpha)
         self.log_dict({f"train/{k}": v for k, v in logs.items()}, prog_bar=False)

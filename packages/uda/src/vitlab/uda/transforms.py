@@ -66,9 +66,9 @@ def crop_pseudo_weight(weight: Tensor, top: int = 15, bottom: int = 120) -> Tens
     """DAFormer "crop PL": zero pseudo-label weights of the top ``top`` and bottom ``bottom`` rows."""
     w = weight.clone()
     if top > 0:
-        w[:, :top] = 0
+        w[:, :top].zero_()  # in place on the view: `= 0` would make a tensor from the Python 0
     if bottom > 0:
-        w[:, -bottom:] = 0
+        w[:, -bottom:].zero_()
     return w
 
 
@@ -228,7 +228,9 @@ def downscale_label_ratio(labels: Tensor, scale: int, min_ratio: float = 0.75, n
     """(B, H, W) labels -> (B, H/scale, W/scale): the majority class of each ``scale x scale`` window when it
     covers at least ``min_ratio`` of it (ignore counted as its own class), else ``ignore_index``."""
     lab = torch.where(labels == ignore_index, torch.full_like(labels, num_classes), labels)
-    onehot = F.one_hot(lab, num_classes + 1).permute(0, 3, 1, 2).float()
+    # F.one_hot reads min/max on the host (CPU) even with num_classes: compare with the class ids instead
+    classes = torch.arange(num_classes + 1, device=lab.device).view(1, -1, 1, 1)
+    onehot = (lab[:, None] == classes).float()
     ratio, out = F.avg_pool2d(onehot, kernel_size=scale).max(dim=1)
     out = torch.where(out == num_classes, torch.full_like(out, ignore_index), out)
     return torch.where(ratio < min_ratio, torch.full_like(out, ignore_index), out)
