@@ -97,6 +97,27 @@ class GCA(nn.Module):
         return ((context @ q) / norm).view(B, -1, H, W)
 
 
+class _SwinBlock(SwinTransformerBlock):
+    """timm's Swin block with its shifted-window mask built once per padded map size, not on every call.
+
+    ``dynamic_mask=True`` rebuilds the mask from the map each forward, with slice fills from Python numbers (a
+    host-to-device copy each on a GPU). The cache holds one mask per (size, dtype, device, inference mode): a
+    mask made under ``inference_mode`` (validation) may not be used by autograd.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._masks: dict[tuple, Tensor | None] = {}
+
+    def get_attn_mask(self, x: Tensor | None = None, device=None, dtype=None) -> Tensor | None:
+        if x is None:
+            return super().get_attn_mask(x, device, dtype)
+        key = (x.shape[1], x.shape[2], x.dtype, x.device, torch.is_inference_mode_enabled())
+        if key not in self._masks:
+            self._masks[key] = super().get_attn_mask(x)
+        return self._masks[key]
+
+
 class _SwinStage(nn.Module):
     """Swin blocks on an NCHW map (patch size 1): alternating unshifted/shifted windows, LayerNorm out."""
 
@@ -105,8 +126,8 @@ class _SwinStage(nn.Module):
         super().__init__()
         res = tuple(int(r) for r in resolution)
         self.blocks = nn.Sequential(*[
-            SwinTransformerBlock(dim, res, num_heads=heads, window_size=window,
-                                 shift_size=0 if i % 2 == 0 else window // 2, dynamic_mask=True, drop_path=drop_path)
+            _SwinBlock(dim, res, num_heads=heads, window_size=window,
+                       shift_size=0 if i % 2 == 0 else window // 2, dynamic_mask=True, drop_path=drop_path)
             for i in range(depth)])
         self.norm = nn.LayerNorm(dim)
 
