@@ -87,9 +87,9 @@ class StereoMatching(VitlabModule):
         max_tokens: memory budget of one forward at inference, in tokens (``B x h/16 x w/16`` per view): with
             no ``tile_size`` a frame within it runs full frame, a larger one runs in the largest near-square
             windows within it (:func:`~vitlab.stereo.tiling.budget_window`) at ``budget_overlap``; tiles are
-            batched up to it. The choice is logged once per frame size. 16384 (a 2048 x 2048 frame) keeps the
-            quickstart model under 2 GiB and a CroCo-Stereo L-B under ~8 GiB of CPU memory (measured in the
-            README); ``None`` = always full frame.
+            batched up to it. The choice is logged once per frame size. 16384 (a 2048 x 2048 frame): the quickstart
+            model predicts a 12 MP pair in budget tiles at 3.6 GiB peak RSS, 4 MP full frame at 3.1 GiB (CPU,
+            ``benchmarks/stereo_predict_memory.py``, table in the README); ``None`` = always full frame.
         budget_overlap: overlap of the budget windows (0.25: they are large, a margin for their borders
             suffices; the training-crop tiles use ``tile_overlap``).
         upscale_rule: images smaller than ``tile_size``: ``fixed`` (default, size by ceil, bilinear back) or
