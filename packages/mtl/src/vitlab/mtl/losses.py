@@ -2,7 +2,7 @@
 
 * ``semseg``, ``human_parts``: cross-entropy, label 255 ignored (an all-ignored batch gives 0, not NaN).
 * ``sal``: HED-style balanced binary cross-entropy, ``w = #neg / #total`` of the batch; 255 pixels are left out
-  (the official ``BalancedCrossEntropyLoss`` of MTI-Net/MTLoRA counts them as salient; with the default fill 0 of
+  (the official ``BalancedCrossEntropyLoss`` of MTI-Net/MTLoRA counts them as salient; with the default ``fill="zero"`` of
   the augmentation no 255 reaches the target and the two are equal: ``tests/mtl/test_golden_mtl_metrics.py``).
 * ``edge``: balanced binary cross-entropy with a fixed positive weight 0.95.
 * ``normals``: L1 between the L2-normalised prediction and the ground truth over valid (non-zero) pixels.
