@@ -53,6 +53,19 @@ def test_every_dataset_vitlab_reads_is_registered():
         assert layout.folders and layout.source and all(n > 0 for n in layout.splits.values())
 
 
+README = Path(__file__).resolve().parents[2] / "packages" / "core" / "README.md"
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_core_readme_lists_the_documented_sizes(name):
+    """The README's dataset table is the registry's: every registered dataset, with its sizes and their source."""
+    layout = DATASETS[name]
+    rows = [r for r in README.read_text().splitlines() if r.startswith(f"| `{name}` |")]
+    assert rows, f"packages/core/README.md: no row for the registered dataset {name!r}"
+    splits = ", ".join(f"{k} {v:,}" for k, v in layout.splits.items())
+    assert rows[0] == f"| `{name}` | {layout.title} | {splits} | {layout.source} |", rows[0]
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_good_copy_passes_and_size_differences_are_warnings(name, tmp_path, capsys):
     root = copy_of(name, tmp_path)
