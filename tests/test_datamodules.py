@@ -70,6 +70,15 @@ def _image_pairs(tmp: Path) -> dict:
     return dict(left=str(tmp / "*_L.png"), right=str(tmp / "*_R.png"), size=32, batch_size=1, num_workers=0)
 
 
+def _image_folder(tmp: Path) -> dict:
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (40, 56, 3), dtype=np.uint8)).save(tmp / "a.png")
+    Image.fromarray(rng.integers(0, 255, (30, 20), dtype=np.uint8)).save(tmp / "b.jpg")
+    return dict(images=str(tmp), size=32, batch_size=2)
+
+
 #: how to build each DataModule class on tiny data: name -> (kwargs factory, has a training split)
 TINY: dict[str, tuple[Callable[[Path], dict], bool]] = {
     "vitlab.core.data.synthetic_datamodules.SyntheticScenesDataModule": (lambda t: dict(
@@ -87,6 +96,7 @@ TINY: dict[str, tuple[Callable[[Path], dict], bool]] = {
     "vitlab.core.data.imagefolder.ImageFolderDataModule": (lambda t: dict(
         root=str(DATA / "imagefolder"), size=32, batch_size=2, num_workers=0), True),
     "vitlab.core.data.pairs.ImagePairDataModule": (_image_pairs, True),
+    "vitlab.core.data.predict.ImageFolderPredictDataModule": (_image_folder, False),
     "vitlab.pretrain.data.PseudoDepthFolderDataModule": (lambda t: dict(
         root=str(DATA / "multimae"), size=32, batch_size=2, num_workers=0), True),
     "vitlab.stereo.data.StereoDataModule": (lambda t: dict(

@@ -24,6 +24,7 @@ from vitlab.core.backbones import (
 from vitlab.core.callbacks import ModelCheckpoint, NonFiniteGuard, PlainProgressBar, PredictionImageLogger
 from vitlab.core.ema import EMATeacher
 from vitlab.core.heads import DAFormerHead, DPTHead, LinearHead, ProgressiveUpsamplingHead
+from vitlab.core.inference import predict_image
 from vitlab.core.metrics import DepthMetrics
 from vitlab.core.optim import param_groups, warmup_cosine
 from vitlab.core.tasks import (
@@ -65,6 +66,7 @@ __all__ = [
     "masked_mse",
     "norm_pix_target",
     "patchify",
+    "predict_image",
     "random_masking",
     "unpatchify",
     "param_groups",

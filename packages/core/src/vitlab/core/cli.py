@@ -51,7 +51,6 @@ from vitlab.core.errors import CheckpointError, expected_failure, format_error, 
 from vitlab.core.perf import configure_cuda_fast_paths
 from vitlab.core.plugins import check_config_plugins
 from vitlab.core.restore import restoring_from_checkpoint
-from vitlab.core.writers import DensePredictionWriter
 
 log = logging.getLogger("vitlab")
 
@@ -292,13 +291,17 @@ class VitlabCLI(LightningCLI):
                 args.resume = "allow"  # a resumed fit continues its W&B run
 
     def _default_writer(self) -> BasePredictionWriter:
-        """The core writer for modules whose predictions it can store; an error naming the module otherwise."""
+        """The writer the configured module declares (its ``default_writer``); an error naming the module
+        when it declares none."""
         model_cfg = self._subconfig()[0].get("model")
         cls = _class_of(model_cfg)
-        from vitlab.core.tasks import DepthEstimation, ImageClassification, SemanticSegmentation
-
-        if cls is not None and issubclass(cls, (SemanticSegmentation, DepthEstimation, ImageClassification)):
-            return DensePredictionWriter()
+        path = getattr(cls, "default_writer", None) if cls is not None else None
+        if path:
+            writer = _import_class(path)
+            if writer is None:
+                raise ValueError(f"vitlab predict: {cls.__name__}.default_writer names {path!r}, which does not "
+                                 "import (expected the dotted path of a BasePredictionWriter class)")
+            return writer()
         name = cls.__name__ if cls is not None else "the model"
         raise ValueError(
             f"vitlab predict: no prediction writer for {name}; add one under trainer.callbacks (e.g. "

@@ -58,6 +58,8 @@ class MultiTaskModule(VitlabModule):
         **kwargs: optimizer and schedule options of :class:`vitlab.core.VitlabModule`.
     """
 
+    default_writer = "vitlab.mtl.writer.MultiTaskPredictionWriter"
+
     def __init__(self, backbone: nn.Module, tasks: list[str], num_outputs: dict[str, int] | None = None,
                  loss_weights: dict[str, float] | None = None, reference: str | dict[str, float] | None = None,
                  head_widths: list[int] | None = None, **kwargs: Any) -> None:
@@ -192,6 +194,8 @@ class MultiTaskFineTune(MultiTaskModule):
         freeze_backbone: train the decoders only.
         **kwargs: optimizer and schedule options of :class:`vitlab.core.VitlabModule`.
     """
+
+    default_writer = "vitlab.mtl.writer.MultiTaskPredictionWriter"
 
     def __init__(self, backbone: nn.Module, tasks: list[str], num_outputs: dict[str, int] | None = None,
                  loss_weights: dict[str, float] | None = None, reference: str | dict[str, float] | None = None,

@@ -22,17 +22,15 @@ import numpy as np
 import torch
 from PIL import Image
 
-from vitlab.core import VitlabModule
-from vitlab.core.checkpoint_io import load_checkpoint_file
 from vitlab.core.data import (
     DatasetFormatError,
-    array_to_image_tensor,
     contract_of,
     declares,
     list_image_pairs,
     normalize_image,
     read_image_tensor,
 )
+from vitlab.core.inference import ImageLike, load_module, to_image_tensor
 
 from .data import StereoDataModule
 from .datasets import StereoPairs
@@ -46,18 +44,10 @@ __all__ = [
     "suggest_scale",
 ]
 
-ImageLike = str | os.PathLike | Image.Image | np.ndarray | torch.Tensor
-
 _WHAT = "an RGB, RGBA, greyscale (8- or 16-bit) or palette image"
 
 
 # ---------------------------------------------------------------------------------------------------- images
-def _array_to_chw(a: np.ndarray, what: str) -> torch.Tensor:
-    """``(H, W)``, ``(H, W, 1|3|4)`` array -> float32 ``(3, H, W)`` in [0, 1] (core's conversion: uint8 /255,
-    uint16 /65535, float kept)."""
-    return array_to_image_tensor(a, what)
-
-
 @declares(contract_of(read_image_tensor, uint8=False))
 def read_stereo_image(path: str | os.PathLike) -> torch.Tensor:
     """Any photo -> float32 ``(3, H, W)`` in [0, 1]: core's ``read_image_tensor(path, uint8=False)``.
@@ -66,32 +56,6 @@ def read_stereo_image(path: str | os.PathLike) -> torch.Tensor:
     precision (``v / 65535``). Float images are refused: they are ground truth, not photos.
     """
     return read_image_tensor(path, uint8=False)
-
-
-def to_image_tensor(x: ImageLike, what: str = "image") -> torch.Tensor:
-    """Path, PIL image, ``(H, W[, C])`` array or ``(C, H, W)`` / ``(1, C, H, W)`` tensor -> ``(3, H, W)`` float32.
-
-    uint8 arrays/tensors are divided by 255, uint16 arrays by 65535; float input is taken as [0, 1].
-    """
-    if isinstance(x, (str, os.PathLike)):
-        return read_stereo_image(x)
-    if isinstance(x, Image.Image):
-        if x.mode.startswith("I") or x.mode == "F":
-            return _array_to_chw(np.asarray(x).astype(np.uint16 if x.mode.startswith("I") else np.float32), what)
-        return _array_to_chw(np.asarray(x.convert("RGB"), dtype=np.uint8), what)
-    if isinstance(x, np.ndarray):
-        return _array_to_chw(x, what)
-    if isinstance(x, torch.Tensor):
-        t = x.detach()
-        if t.ndim == 4 and t.shape[0] == 1:
-            t = t[0]
-        if t.ndim == 2:
-            t = t[None]
-        if t.ndim != 3 or t.shape[0] not in (1, 3, 4):
-            raise ValueError(f"{what}: expected a (C, H, W) tensor with C in 1/3/4, got shape {tuple(x.shape)}")
-        t = t[:3].float().div(255.0) if t.dtype == torch.uint8 else t[:3].float()
-        return t.expand(3, -1, -1).contiguous() if t.shape[0] == 1 else t.contiguous()
-    raise TypeError(f"{what}: expected a path, PIL image, numpy array or tensor, got {type(x).__name__}")
 
 
 def _size_of(path: Path) -> tuple[int, int]:
@@ -197,22 +161,11 @@ def suggest_scale(trained_max_disparity: float, max_disparity: float) -> float:
 
 
 def _load_module(model):
-    """A stereo LightningModule (anything with ``predict_disparity``), or one loaded from its checkpoint.
-
-    The class comes from the checkpoint (``_class_path``, written by ``vitlab fit``), so every stereo module
-    (supervised, UniTT, MaDis) loads through the core base class.
-    """
-    if isinstance(model, (str, os.PathLike)):
-        p = Path(model)
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: checkpoint not found")
-        hparams = load_checkpoint_file(p, verify=False).get("hyper_parameters") or {}  # verified when loaded
-        if "_class_path" not in hparams:
-            raise ValueError(f"{p}: the checkpoint does not name its module class (expected one written by "
-                             "`vitlab fit`); load it with <YourModule>.load_from_checkpoint and pass the module")
-        model = VitlabModule.load_from_checkpoint(p, map_location="cpu")
-    if isinstance(model, torch.nn.Module) and callable(getattr(model, "predict_disparity", None)):
-        return model
+    """A stereo LightningModule (anything with ``predict_disparity``), or one loaded from its checkpoint
+    (core's :func:`~vitlab.core.inference.load_module`: the class the checkpoint names)."""
+    module = load_module(model) if isinstance(model, (str, os.PathLike, torch.nn.Module)) else model
+    if isinstance(module, torch.nn.Module) and callable(getattr(module, "predict_disparity", None)):
+        return module
     raise TypeError(f"model: expected a StereoMatching module or a checkpoint path, got {type(model).__name__}")
 
 

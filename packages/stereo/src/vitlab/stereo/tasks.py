@@ -104,6 +104,8 @@ class StereoMatching(VitlabModule):
             (AdamW (0.9, 0.95), lr 3e-5, wd 0.05, 1 warm-up epoch then half-cycle cosine to ``min_lr`` 0).
     """
 
+    default_writer = "vitlab.stereo.writer.StereoPredictionWriter"
+
     #: whether the method trains CroCo's ``mask_token`` / ``prediction_head`` (frozen when it does not)
     uses_pretext_parts = False
 

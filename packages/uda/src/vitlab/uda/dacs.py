@@ -87,6 +87,8 @@ class UDASegmentation(VitlabModule):
             :class:`~vitlab.core.tasks.VitlabModule` (off by default).
     """
 
+    default_writer = "vitlab.uda.writer.UDAPredictionWriter"
+
     def __init__(self, backbone: nn.Module, num_classes: int = 19, head: str = "daformer",
                  head_kwargs: dict[str, Any] | None = None, eval_subsets: str | None = None,
                  class_names: list[str] | None = None, optimizer: OptimizerCallable = adamw_daformer,
@@ -112,6 +114,11 @@ class UDASegmentation(VitlabModule):
     # -- helpers -------------------------------------------------------------------------------------
     def forward(self, image: Tensor) -> Tensor:
         return self.model(image)
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """Train ids of the student (the network the target mIoU reports) for the writer."""
+        logits = self(batch["image"])
+        return {"semantic": logits.argmax(1), "probs": logits.softmax(1)}
 
     def step_seed(self) -> int:
         return (self.rng_seed * 1_000_003 + self.global_step) * 1009 + self.global_rank

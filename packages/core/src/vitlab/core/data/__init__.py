@@ -6,7 +6,7 @@ Sibling packages import from here (``from vitlab.core.data import ...``), not fr
 
 from vitlab.core.data.base import SPLITS, VitlabDataModule, to_float_images, to_uint8_images
 from vitlab.core.data.check import DATASETS, DatasetLayout, check_dataset, register_dataset
-from vitlab.core.data.colormaps import colorize, colorize_labels, label_palette
+from vitlab.core.data.colormaps import CITYSCAPES_PALETTE, colorize, colorize_labels, label_palette, palette
 from vitlab.core.data.constants import (
     IGNORE_INDEX,
     IMAGENET_MEAN,
@@ -61,6 +61,7 @@ from vitlab.core.data.labels import (
 )
 from vitlab.core.data.loader import make_loader
 from vitlab.core.data.pairs import ImagePairDataModule, ImagePairs, list_image_pairs
+from vitlab.core.data.predict import ImageFolderPredict, ImageFolderPredictDataModule, list_images
 from vitlab.core.data.render import CLASS_NAMES, MODALITIES, NUM_CLASSES, NUM_PARTS
 from vitlab.core.data.sampling import (
     EpochShuffleSampler,
@@ -91,6 +92,7 @@ __all__ = [
     "BatchPhotometricDistortion",
     "CITYSCAPES_CLASS_NAMES",
     "CITYSCAPES_LABEL_TO_TRAIN_ID",
+    "CITYSCAPES_PALETTE",
     "CLASS_NAMES",
     "CityscapesDataModule",
     "ContractViolation",
@@ -108,6 +110,8 @@ __all__ = [
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "ImageFolderDataModule",
+    "ImageFolderPredict",
+    "ImageFolderPredictDataModule",
     "ImagePairDataModule",
     "ImagePairs",
     "MODALITIES",
@@ -143,8 +147,10 @@ __all__ = [
     "imagenet_normalize",
     "label_palette",
     "list_image_pairs",
+    "list_images",
     "make_loader",
     "normalize_image",
+    "palette",
     "open_image",
     "pad_sample",
     "read_ade20k_full_seg",

@@ -1,4 +1,5 @@
-"""Colour maps for logging and prediction files: scalar maps (turbo, magma) and label maps (PASCAL VOC palette)."""
+"""Colour maps for logging and prediction files: scalar maps (turbo, magma) and label maps (PASCAL VOC palette,
+the Cityscapes train-id palette)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["colorize", "colorize_labels", "label_palette"]
+__all__ = ["CITYSCAPES_PALETTE", "colorize", "colorize_labels", "label_palette", "palette"]
 
 # --------------------------------------------------------------------------------------------------------------
 
@@ -79,6 +80,29 @@ def label_palette(num_classes: int) -> np.ndarray:
             c >>= 3
         pal[k] = (r, g, b)
     return pal
+
+
+#: the Cityscapes colours of the 19 train ids (cityscapesScripts ``labels.py``), road .. bicycle
+CITYSCAPES_PALETTE = np.array([
+    (128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
+    (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60), (255, 0, 0),
+    (0, 0, 142), (0, 0, 70), (0, 60, 100), (0, 80, 100), (0, 0, 230), (119, 11, 32)], dtype=np.uint8)
+
+#: palette names accepted by :func:`palette`
+PALETTES = ("voc", "cityscapes")
+
+
+def palette(name: str, num_classes: int) -> np.ndarray:
+    """``(num_classes, 3)`` uint8 colours of a named palette: ``voc`` (:func:`label_palette`) or ``cityscapes``
+    (:data:`CITYSCAPES_PALETTE`, ids past 18 continue with the VOC colours)."""
+    if name == "voc":
+        return label_palette(num_classes)
+    if name == "cityscapes":
+        pal = label_palette(num_classes)
+        n = min(num_classes, len(CITYSCAPES_PALETTE))
+        pal[:n] = CITYSCAPES_PALETTE[:n]
+        return pal
+    raise ValueError(f"palette: unknown palette {name!r}; expected one of {PALETTES}")
 
 
 def colorize_labels(

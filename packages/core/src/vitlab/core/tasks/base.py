@@ -15,7 +15,7 @@ import os
 import random
 import warnings
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from lightning.pytorch import LightningModule
@@ -86,6 +86,10 @@ def adamw(params) -> torch.optim.Optimizer:
 class VitlabModule(LightningModule):
     #: decay cls/mask tokens and learned position tables too (official MAE pre-training does)
     decay_tokens: bool = False
+
+    #: dotted path of the ``BasePredictionWriter`` that ``vitlab predict`` adds when the config names none;
+    #: inherited by subclasses; None: ``predict`` asks for a writer under ``trainer.callbacks``
+    default_writer: ClassVar[str | None] = None
 
     """Base LightningModule: optimizer groups, schedule and compile flag.
 

@@ -33,6 +33,8 @@ class ImageClassification(BackboneTask):
     Batches are dicts with ``image`` (B, 3, H, W), normalised, and ``label`` (B,).
     """
 
+    default_writer = "vitlab.core.writers.DensePredictionWriter"
+
     def __init__(
         self,
         backbone: nn.Module,

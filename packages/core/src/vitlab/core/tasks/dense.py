@@ -51,6 +51,8 @@ class DenseTask(BackboneTask):
         **kwargs: optimizer and schedule options of :class:`VitlabModule`.
     """
 
+    default_writer = "vitlab.core.writers.DensePredictionWriter"
+
     out_channels: int
 
     def __init__(self, backbone: nn.Module, out_channels: int, tuner: Tuner | None = None,
