@@ -170,3 +170,20 @@ def test_uda_writer_maps_train_ids_to_cityscapes_label_ids(tmp_path):
     assert y.shape == (6, 38) and y[0, ::2].tolist() == list(range(19))  # nearest, at the input size
     colour = Image.open(tmp_path / "x_color.png")
     assert np.array_equal(np.asarray(colour.convert("RGB"))[0], CITYSCAPES_PALETTE)
+
+
+def test_image_folder_bad_input_is_one_line_naming_it(tmp_path):
+    from vitlab.core.data import DatasetFormatError, ImageFolderPredictDataModule
+    from vitlab.core.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="nowhere: no image files"):
+        ImageFolderPredictDataModule(images=str(tmp_path / "nowhere")).setup("predict")
+    (tmp_path / "bad.png").write_text("not a png")
+    with pytest.raises(DatasetFormatError, match="bad.png: cannot read"):
+        ImageFolderPredictDataModule(images=str(tmp_path)).setup("predict")
+    Image.fromarray(np.zeros((5, 7, 3), np.uint8)).save(tmp_path / "ok.png")
+    with pytest.raises(ConfigError, match="`size` must be a positive int"):
+        ImageFolderPredictDataModule(images=str(tmp_path / "ok.png"), size=[0, 3]).setup("predict")
+    dm = ImageFolderPredictDataModule(images=str(tmp_path / "*.png"), size=None)
+    with pytest.raises(DatasetFormatError):  # a glob that takes the broken file in too
+        dm.setup("predict")

@@ -47,7 +47,7 @@ from vitlab.core import runs
 from vitlab.core.callbacks import ModelSummary, NonFiniteGuard, PlainProgressBar
 from vitlab.core.checkpoint_io import AtomicCheckpointIO, load_checkpoint_file
 from vitlab.core.config_bases import expand_config_args
-from vitlab.core.errors import CheckpointError, expected_failure, format_error, show_traceback
+from vitlab.core.errors import CheckpointError, ConfigError, expected_failure, format_error, show_traceback
 from vitlab.core.perf import configure_cuda_fast_paths
 from vitlab.core.plugins import check_config_plugins
 from vitlab.core.restore import restoring_from_checkpoint
@@ -299,11 +299,11 @@ class VitlabCLI(LightningCLI):
         if path:
             writer = _import_class(path)
             if writer is None:
-                raise ValueError(f"vitlab predict: {cls.__name__}.default_writer names {path!r}, which does not "
+                raise ConfigError(f"vitlab predict: {cls.__name__}.default_writer names {path!r}, which does not "
                                  "import (expected the dotted path of a BasePredictionWriter class)")
             return writer()
         name = cls.__name__ if cls is not None else "the model"
-        raise ValueError(
+        raise ConfigError(
             f"vitlab predict: no prediction writer for {name}; add one under trainer.callbacks (e.g. "
             "vitlab.core.writers.DensePredictionWriter, vitlab.stereo.StereoPredictionWriter), otherwise "
             "predictions would be computed and thrown away"

@@ -21,6 +21,7 @@ from torchvision.datasets.folder import IMG_EXTENSIONS
 
 from vitlab.core.data.base import VitlabDataModule
 from vitlab.core.data.io import DatasetFormatError, read_image_tensor
+from vitlab.core.errors import ConfigError
 
 __all__ = ["ImageFolderPredict", "ImageFolderPredictDataModule", "list_images"]
 
@@ -30,7 +31,7 @@ _WHAT = "an image file (png, jpg, bmp, tif, webp, ...)"
 def list_images(images: str | os.PathLike) -> list[Path]:
     """The image files of a folder (not recursive), a single file or a glob pattern, sorted.
 
-    Raises ``FileNotFoundError`` naming ``images`` when nothing matches.
+    Raises :class:`~vitlab.core.errors.ConfigError` naming ``images`` when nothing matches.
     """
     p = Path(images)
     if p.is_dir():
@@ -41,7 +42,7 @@ def list_images(images: str | os.PathLike) -> list[Path]:
         files = sorted(Path(f) for f in glob.glob(str(images), recursive=True)
                        if Path(f).is_file() and Path(f).suffix.lower() in IMG_EXTENSIONS)
     if not files:
-        raise FileNotFoundError(f"{images}: no image files (expected a folder, file or glob of {_WHAT})")
+        raise ConfigError(f"{images}: no image files (expected a folder, file or glob of {_WHAT})")
     return files
 
 
@@ -68,7 +69,7 @@ def _check_size(size: Any) -> tuple[int, int] | None:
         return None
     hw = (size, size) if isinstance(size, int) and not isinstance(size, bool) else tuple(size)
     if len(hw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in hw):
-        raise ValueError(f"ImageFolderPredictDataModule: `size` must be a positive int or [H, W], got {size!r}")
+        raise ConfigError(f"ImageFolderPredictDataModule: `size` must be a positive int or [H, W], got {size!r}")
     return int(hw[0]), int(hw[1])
 
 
@@ -111,13 +112,18 @@ class ImageFolderPredictDataModule(VitlabDataModule):
 
     def __init__(self, images: str, size: int | list[int] | None = None, batch_size: int = 1,
                  num_workers: int = 0) -> None:
-        hw = _check_size(size)
-        dataset = ImageFolderPredict(images, hw)
-        if hw is None and batch_size > 1 and len(set(dataset.sizes)) > 1:
-            batch_size = 1  # images of different sizes cannot share a batch
         super().__init__(batch_size=batch_size, num_workers=num_workers)
-        self.images, self.size = images, hw
-        self.dataset = dataset
+        self.images, self.size = images, size
+        self.dataset: ImageFolderPredict | None = None
 
     def make_dataset(self, split: str) -> Dataset | None:
-        return self.dataset if split == "predict" else None
+        """The images, listed (and their headers read) in ``setup``, so a wrong path or a broken file stops the
+        run with one line naming it."""
+        if split != "predict":
+            return None
+        if self.dataset is None:
+            hw = _check_size(self.size)
+            self.dataset = ImageFolderPredict(self.images, hw)
+            if hw is None and len(set(self.dataset.sizes)) > 1:
+                self.val_batch_size = 1  # images of different sizes cannot share a batch
+        return self.dataset
