@@ -187,3 +187,38 @@ def test_image_folder_bad_input_is_one_line_naming_it(tmp_path):
     dm = ImageFolderPredictDataModule(images=str(tmp_path / "*.png"), size=None)
     with pytest.raises(DatasetFormatError):  # a glob that takes the broken file in too
         dm.setup("predict")
+
+
+def test_every_module_class_declares_a_writer_that_imports():
+    """Every vitlab LightningModule names an importable writer, except MIM pre-training (no writer yet)."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    from lightning.pytorch.callbacks import BasePredictionWriter
+
+    import vitlab
+    from vitlab.core import VitlabModule
+    from vitlab.core.cli import _import_class
+    from vitlab.pretrain.base import MIMModule
+
+    load_plugins()
+    found = {}
+    for info in pkgutil.walk_packages(vitlab.__path__, "vitlab."):
+        if info.name.startswith("vitlab.core.cli") or ".__main__" in info.name:
+            continue
+        try:
+            module = importlib.import_module(info.name)
+        except ImportError:
+            continue
+        for _, obj in inspect.getmembers(module, inspect.isclass):
+            if issubclass(obj, VitlabModule) and obj.__module__.startswith("vitlab.") and obj is not VitlabModule:
+                found[f"{obj.__module__}.{obj.__qualname__}"] = obj
+    assert {"core", "stereo", "mtl", "uda", "pretrain"} <= {n.split(".")[1] for n in found}
+    missing = [n for n, c in found.items() if c.default_writer is None and not issubclass(c, MIMModule)
+               and n != "vitlab.core.tasks.base.BackboneTask"]
+    assert not missing, f"module classes without a default_writer: {missing}"
+    for n, c in found.items():
+        if c.default_writer is not None:
+            w = _import_class(c.default_writer)
+            assert isinstance(w, type) and issubclass(w, BasePredictionWriter), f"{n}: {c.default_writer}"
