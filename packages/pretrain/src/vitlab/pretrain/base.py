@@ -82,6 +82,8 @@ class MIMModule(VitlabModule):
         **kwargs: optimizer and schedule options of :class:`vitlab.core.VitlabModule`.
     """
 
+    default_writer = "vitlab.pretrain.writer.ReconstructionWriter"
+
     def __init__(
         self,
         encoder: ViT | None,
@@ -202,6 +204,14 @@ class MIMModule(VitlabModule):
         self._log_losses(losses, masks, "val")
         images = self.images(batch)
         return {"recon": self.reconstruct(out, images, masks), "mask": masks.pixel_mask(self.patch_size)}
+
+    def predict_step(self, batch: dict[str, Tensor], batch_idx: int) -> dict[str, Tensor]:
+        """One masking draw per image: the input, the reconstruction and the pixel mask (1 = masked), for
+        :class:`~vitlab.pretrain.writer.ReconstructionWriter`."""
+        _, out, masks = self(batch)
+        images = self.images(batch)
+        return {"image": images, "recon": self.reconstruct(out, images, masks),
+                "mask": masks.pixel_mask(self.patch_size)}
 
     def picture_extras(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """Further ``(B, C, H, W)`` inputs shown after the reconstruction (CroCo: view 2); none by default."""
