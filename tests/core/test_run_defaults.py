@@ -7,6 +7,7 @@ holds the final step when fit ends, also between two validations.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
 from pathlib import Path
@@ -38,6 +39,26 @@ def _fit(tmp_path: Path, *extra: str):
                       *extra]).trainer
 
 
+@contextlib.contextmanager
+def _messages(name: str):
+    """The INFO messages logged to logger ``name`` inside the block (Lightning's loggers do not propagate)."""
+    seen: list[str] = []
+
+    class Keep(logging.Handler):
+        def emit(self, record):
+            seen.append(record.getMessage())
+
+    log, handler = logging.getLogger(name), Keep(level=logging.INFO)
+    level = log.level
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    try:
+        yield seen
+    finally:
+        log.removeHandler(handler)
+        log.setLevel(level)
+
+
 def _step(path: Path) -> int:
     return int(torch.load(path, map_location="cpu", mmap=True, weights_only=True)["global_step"])
 
@@ -45,22 +66,11 @@ def _step(path: Path) -> int:
 @pytest.mark.parametrize("save_last", ["true", "link"])
 def test_stock_checkpoint_runs_as_vitlab_and_last_holds_the_final_step(tmp_path, save_last):
     """Validation at steps 2 and 4, fit ends at 5: Lightning's class leaves last.ckpt at step 4 (or 2)."""
-    seen = []
-
-    class Keep(logging.Handler):
-        def emit(self, record):
-            seen.append(record.getMessage())
-
-    handler = Keep(level=logging.INFO)
-    rank_zero = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    rank_zero.addHandler(handler)
-    try:
+    with _messages("lightning.pytorch.utilities.rank_zero") as seen:
         trainer = _fit(tmp_path, "--trainer.max_steps", "5", "--trainer.val_check_interval", "2",
                        "--trainer.callbacks", "lightning.pytorch.callbacks.ModelCheckpoint",
                        "--trainer.callbacks.monitor", "val/mIoU", "--trainer.callbacks.mode", "max",
                        "--trainer.callbacks.save_last", save_last)
-    finally:
-        rank_zero.removeHandler(handler)
     assert trainer.global_step == 5
     ckpts = trainer.checkpoint_callbacks
     assert len(ckpts) == 1 and type(ckpts[0]) is ModelCheckpoint, ckpts
@@ -101,22 +111,8 @@ def test_model_summary_has_no_zero_flops_line(tmp_path):
     """Lightning counts FLOPs only with an ``example_input_array``; the CLI's summary drops the column of zeros."""
     from vitlab.core.callbacks import ModelSummary
 
-    seen = []
-
-    class Keep(logging.Handler):
-        def emit(self, record):
-            seen.append(record.getMessage())
-
-    handler = Keep(level=logging.INFO)
-    log = logging.getLogger("lightning.pytorch.callbacks.model_summary")
-    log.addHandler(handler)
-    level = log.level
-    log.setLevel(logging.INFO)
-    try:
+    with _messages("lightning.pytorch.callbacks.model_summary") as seen:
         trainer = _fit(tmp_path, "--trainer.max_steps", "1", "--trainer.enable_model_summary", "true")
-    finally:
-        log.removeHandler(handler)
-        log.setLevel(level)
     assert sum(isinstance(cb, ModelSummary) for cb in trainer.callbacks) == 1
     table = "\n".join(seen)
     assert "Total params" in table and "backbone" in table
