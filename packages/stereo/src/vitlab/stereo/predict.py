@@ -20,15 +20,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from vitlab.core.data import (
     DatasetFormatError,
     contract_of,
     declares,
+    image_size,
     list_image_pairs,
     normalize_image,
     read_image_tensor,
+    unique_names,
 )
 from vitlab.core.inference import ImageLike, load_module, to_image_tensor
 
@@ -58,27 +59,7 @@ def read_stereo_image(path: str | os.PathLike) -> torch.Tensor:
     return read_image_tensor(path, uint8=False)
 
 
-def _size_of(path: Path) -> tuple[int, int]:
-    """``(H, W)`` from the header only (no decoding), naming the file when it is not an image."""
-    try:
-        with Image.open(path) as im:
-            return im.size[1], im.size[0]
-    except FileNotFoundError:
-        raise
-    except Exception as e:
-        raise DatasetFormatError(f"{path}: cannot read as {_WHAT}: {type(e).__name__}: {e}") from e
-
-
 # ---------------------------------------------------------------------------------------------------- pairs
-def _names(lefts: Sequence[Path]) -> list[str]:
-    """The left image's stem; its path below the common folder when two stems collide."""
-    stems = [p.stem for p in lefts]
-    if len(set(stems)) == len(stems):
-        return stems
-    common = Path(os.path.commonpath([str(p.resolve()) for p in lefts]))
-    return [str(p.resolve().relative_to(common).with_suffix("")).replace(os.sep, "/") for p in lefts]
-
-
 def resolve_pairs(left: str | None = None, right: str | None = None,
                   pairs: str | None = None) -> list[tuple[str, Path, Path]]:
     """``[(name, left path, right path)]`` from two globs (matched in sorted order) or a pairs file.
@@ -90,14 +71,14 @@ def resolve_pairs(left: str | None = None, right: str | None = None,
         raise ValueError("give either `pairs` or `left` + `right`, not both")
     items = list_image_pairs(left, right, pairs_file=pairs)  # core: globs matched in sorted order, or a pairs file
     for lp, rp in items:
-        sl, sr = _size_of(lp), _size_of(rp)
+        sl, sr = image_size(lp), image_size(rp)
         if sl != sr:
             raise ValueError(f"{lp} ({sl[1]}x{sl[0]}) and {rp} ({sr[1]}x{sr[0]}): left and right sizes differ")
-    return [(n, lp, rp) for n, (lp, rp) in zip(_names([lp for lp, _ in items]), items)]
+    return [(n, lp, rp) for n, (lp, rp) in zip(unique_names([lp for lp, _ in items]), items)]
 
 
 def _sizes(pairs: Sequence[tuple]) -> set[tuple[int, int]]:
-    return {_size_of(p[1]) for p in pairs}
+    return {image_size(p[1]) for p in pairs}
 
 
 class StereoImagePairs(StereoPairs):

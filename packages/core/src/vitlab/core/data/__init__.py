@@ -61,7 +61,13 @@ from vitlab.core.data.labels import (
 )
 from vitlab.core.data.loader import make_loader
 from vitlab.core.data.pairs import ImagePairDataModule, ImagePairs, list_image_pairs
-from vitlab.core.data.predict import ImageFolderPredict, ImageFolderPredictDataModule, list_images
+from vitlab.core.data.predict import (
+    ImageFolderPredict,
+    ImageFolderPredictDataModule,
+    image_size,
+    list_images,
+    unique_names,
+)
 from vitlab.core.data.render import CLASS_NAMES, MODALITIES, NUM_CLASSES, NUM_PARTS
 from vitlab.core.data.sampling import (
     EpochShuffleSampler,
@@ -146,10 +152,12 @@ __all__ = [
     "hflip_sample",
     "imagenet_normalize",
     "label_palette",
+    "image_size",
     "list_image_pairs",
     "list_images",
     "make_loader",
     "normalize_image",
+    "unique_names",
     "palette",
     "open_image",
     "pad_sample",

@@ -46,8 +46,8 @@ def list_images(images: str | os.PathLike) -> list[Path]:
     return files
 
 
-def _names(files: Sequence[Path]) -> list[str]:
-    """The file stem; the path below the common folder when two stems collide."""
+def unique_names(files: Sequence[Path]) -> list[str]:
+    """Output names of input files: the stem; the path below the common folder when two stems collide."""
     stems = [f.stem for f in files]
     if len(set(stems)) == len(stems):
         return stems
@@ -55,11 +55,13 @@ def _names(files: Sequence[Path]) -> list[str]:
     return [str(f.resolve().relative_to(common).with_suffix("")).replace(os.sep, "/") for f in files]
 
 
-def _size_of(path: Path) -> tuple[int, int]:
-    """``(H, W)`` from the header, naming the file when it is not an image."""
+def image_size(path: Path) -> tuple[int, int]:
+    """``(H, W)`` from the header only (no decoding), naming the file when it is not an image."""
     try:
         with Image.open(path) as im:
             return im.size[1], im.size[0]
+    except FileNotFoundError:
+        raise
     except Exception as e:
         raise DatasetFormatError(f"{path}: cannot read as {_WHAT}: {type(e).__name__}: {e}") from e
 
@@ -83,8 +85,8 @@ class ImageFolderPredict(Dataset):
 
     def __init__(self, images: str | os.PathLike, size: tuple[int, int] | None = None) -> None:
         self.files = list_images(images)
-        self.names = _names(self.files)
-        self.sizes = [_size_of(f) for f in self.files]
+        self.names = unique_names(self.files)
+        self.sizes = [image_size(f) for f in self.files]
         self.size = size
 
     def __len__(self) -> int:
