@@ -490,18 +490,17 @@ class MiddleburyStereo(StereoPairs):
 
 
 # `vitlab data check <name> <root>`: the stereo layouts, every pair read through the readers above
-register_dataset(DatasetLayout(
-    "kitti2012", "KITTI 2012 stereo (data_stereo_flow)", {"train": 194},
-    lambda root, split: KITTIStereo(str(root), 2012, split),
-    tuple(f"training/{d}" for d in ("colored_0", "colored_1", "disp_occ", "disp_noc")),
-    "the KITTI stereo 2012 benchmark page (Geiger et al. 2012): 194 training / 195 test pairs",
-    ("data_stereo_flow",)))
-register_dataset(DatasetLayout(
-    "kitti2015", "KITTI 2015 stereo (data_scene_flow)", {"train": 200},
-    lambda root, split: KITTIStereo(str(root), 2015, split),
-    tuple(f"training/{d}" for d in ("image_2", "image_3", "disp_occ_0", "disp_noc_0")),
-    "the KITTI scene flow 2015 benchmark page (Menze & Geiger 2015): 200 training / 200 test pairs",
-    ("data_scene_flow",)))
+_KITTI = {  # year: (archive folder, training folders, documented sizes)
+    2012: ("data_stereo_flow", ("colored_0", "colored_1", "disp_occ", "disp_noc"),
+           "the KITTI stereo 2012 benchmark page (Geiger et al. 2012): 194 training / 195 test pairs", 194),
+    2015: ("data_scene_flow", ("image_2", "image_3", "disp_occ_0", "disp_noc_0"),
+           "the KITTI scene flow 2015 benchmark page (Menze & Geiger 2015): 200 training / 200 test pairs", 200),
+}
+for _year, (_archive, _folders, _source, _n) in _KITTI.items():
+    register_dataset(DatasetLayout(
+        f"kitti{_year}", f"KITTI {_year} stereo ({_archive})", {"train": _n},
+        lambda root, split, year=_year: KITTIStereo(str(root), year, split),
+        tuple(f"training/{d}" for d in _folders), _source, (_archive,)))
 register_dataset(DatasetLayout(
     "sceneflow", "SceneFlow (FlyingThings3D + Monkaa + Driving, clean pass)", {"train": 35_454, "test": 4_370},
     lambda root, split: SceneFlowStereo(str(root), split),
