@@ -174,9 +174,15 @@ def strong_params(batch: int, device, color_jitter_p: float = 0.2, color_jitter_
             "order": order, "sigma": sigma}
 
 
+def _contrast_0_5(x: Tensor, v: Tensor) -> Tensor:
+    """kornia 0.5.8 ``adjust_contrast``: image b times ``v[b]``, clamped to [0, 1]. Written here because kornia
+    >= 0.9.2 checks the factor on the host for CPU tensors (a read per call)."""
+    return (x * v[:, None, None, None]).clamp(0, 1)
+
+
 def _jitter_ops(law: str):
     if law == "kornia_0.5":  # kornia 0.5.8 ColorJitter (= today's ColorJiggle): the version DAFormer/MIC pin
-        return (lambda x, v: KE.adjust_brightness(x, v - 1), KE.adjust_contrast, KE.adjust_saturation,
+        return (lambda x, v: KE.adjust_brightness(x, v - 1), _contrast_0_5, KE.adjust_saturation,
                 lambda x, v: KE.adjust_hue(x, v * (2 * math.pi)))
     return (KE.adjust_brightness_accumulative, KE.adjust_contrast_with_mean_subtraction,
             KE.adjust_saturation_with_gray_subtraction, lambda x, v: KE.adjust_hue(x, v * (2 * math.pi)))
