@@ -93,6 +93,9 @@ TINY: dict[str, tuple[Callable[[Path], dict], bool]] = {
         eval_scale=None), True),
     "vitlab.core.data.dense.NYUDepthDataModule": (lambda t: dict(
         root=str(DATA / "nyu"), size=(16, 24), batch_size=1, num_workers=0), True),
+    "vitlab.core.data.folders.FolderSegmentationDataModule": (lambda t: dict(
+        root=str(DATA / "segfolder" / "source"), size=32, batch_size=2, num_workers=0, scale=(64, 48),
+        eval_scale=(64, 48)), True),
     "vitlab.core.data.imagefolder.ImageFolderDataModule": (lambda t: dict(
         root=str(DATA / "imagefolder"), size=32, batch_size=2, num_workers=0), True),
     "vitlab.core.data.pairs.ImagePairDataModule": (_image_pairs, True),
