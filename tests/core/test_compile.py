@@ -203,3 +203,72 @@ def test_mim_encoders_honour_gradient_checkpointing(method):
     assert len(plain_grads) == len(ckpt_grads)
     for a, b in zip(plain_grads, ckpt_grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+def test_stochastic_depth_rates_do_not_multiply_graphs():
+    """A 12-block ViT with a linear drop-path schedule compiles two block graphs (the first block has no drop
+    path), not one per rate, which would pass dynamo's recompile limit (8) and leave the last blocks eager.
+    Eager numerics and state-dict keys are timm's."""
+    from timm.layers import DropPath
+
+    from vitlab.core.perf import TensorRateDropPath
+
+    torch._dynamo.reset()
+    counters.clear()
+    vit = _vit(depth=12, drop_path_rate=0.1)
+    keys = set(vit.state_dict())
+    x = torch.randn(2, 3, 32, 32)
+    reference = vit.eval().forward_features(x)
+    vit.train()
+    compile_regions(vit, backend="eager")
+    paths = [m for m in vit.modules() if isinstance(m, DropPath)]
+    assert paths and all(type(m) is TensorRateDropPath for m in paths)
+    assert set(vit.state_dict()) == keys, "the rate buffers must not be persistent"
+    rates = [m.drop_prob for m in paths]
+    assert rates == sorted(rates) and rates[-1] == pytest.approx(0.1)
+    torch.manual_seed(1)
+    eager = paths[-1](x)  # eager: timm's code path and random numbers
+    torch.manual_seed(1)
+    assert torch.equal(eager, DropPath(rates[-1])(x))
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        for _ in range(2):
+            vit.forward_features(x).sum().backward()
+    c = dynamo_counts()
+    assert c["frames"] == 2 and c["graph_breaks"] == 0, dict(counters["graph_break"])
+    torch.testing.assert_close(vit.eval().forward_features(x), reference, rtol=1e-4, atol=1e-4)
+
+
+def test_each_region_class_has_its_own_recompile_limit():
+    """``nn.Module.compile`` shares one code object (``Module._call_impl``) between all modules, so all regions
+    of a process would share dynamo's eight graphs; compile_regions gives every class its own."""
+    torch._dynamo.reset()
+    counters.clear()
+    mods = [type(f"Region{i}", (torch.nn.Linear,), {"compile_region": True})(4, 4 + i) for i in range(10)]
+    for m in mods:
+        compile_regions(m, backend="eager")
+    x = torch.randn(2, 4)
+    with torch._dynamo.config.patch(fail_on_recompile_limit_hit=True):
+        for m in mods:
+            m(x)
+    assert dynamo_counts()["frames"] == 10
+
+
+def test_swin_stage_outputs_run_the_compiled_encoder():
+    """Swin's blocks run through ``block_forward``, not as module calls: the encoder is the region, and
+    ``forward_stages`` / ``forward_intermediates`` go through it."""
+    from vitlab.core.backbones import Swin
+    from vitlab.core.perf import compiled_parameter_share
+
+    torch._dynamo.reset()
+    counters.clear()
+    swin = Swin(img_size=64, window_size=4, embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4),
+                drop_path_rate=0.0)
+    x = torch.randn(1, 3, 64, 64)
+    ref = swin.forward_stages(x)
+    assert compile_regions(swin, backend="eager") == [""]
+    assert compiled_parameter_share(swin) == 1.0
+    for a, b in zip(swin.forward_stages(x), ref):
+        torch.testing.assert_close(a, b)
+    assert len(swin.forward_intermediates(x)) == 4
+    c = dynamo_counts()
+    assert c["frames"] == 1 and c["graph_breaks"] == 0, dict(counters["graph_break"])

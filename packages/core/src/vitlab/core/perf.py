@@ -5,30 +5,42 @@
 * :class:`HostSyncCounter` counts ``aten._local_scalar_dense`` calls, which is what ``.item()``,
   ``int(t)``, ``float(t)``, ``bool(t)`` and a Python ``if`` on a tensor end in: on a GPU each one
   stalls the host until the device has caught up. Tests assert zero of them in a training step;
+* :func:`compile_regions` compiles the transformer blocks, encoders and dense heads in place (``compile: true``),
+  :func:`compiled_parameter_share` says how much of a model they cover;
 * :func:`dynamo_counts` reads ``torch._dynamo``'s frame / graph-break counters.
 """
 
 from __future__ import annotations
 
 import traceback
+import types
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+from timm.layers import DropPath, drop_path
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 
-__all__ = ["configure_cuda_fast_paths", "compile_regions", "HostSyncCounter", "StepSyncCounter", "SyncEvent", "classify_sync",
-           "dynamo_counts"]
+__all__ = ["configure_cuda_fast_paths", "compile_regions", "compiled_parameter_share", "is_region", "tensor_drop_path_rates",
+           "TensorRateDropPath", "HostSyncCounter", "StepSyncCounter", "SyncEvent", "classify_sync", "dynamo_counts"]
 
 
 def _region_types() -> tuple[type, ...]:
+    """Third-party classes compiled as regions (vitlab's own classes set ``compile_region = True`` instead)."""
+    from timm.models.hrnet import HighResolutionModule
+    from timm.models.swin_transformer import SwinTransformerBlock, SwinTransformerStage
     from timm.models.vision_transformer import Block
 
     from vitlab.core.backbones.decoder import CrossBlock
     from vitlab.core.heads.dpt import DPTHead
 
-    return (Block, CrossBlock, DPTHead)
+    return (Block, CrossBlock, DPTHead, SwinTransformerStage, SwinTransformerBlock, HighResolutionModule)
+
+
+def is_region(module: nn.Module) -> bool:
+    """Whether :func:`compile_regions` compiles ``module`` (unless it lies inside another region)."""
+    return isinstance(module, _region_types()) or bool(getattr(type(module), "compile_region", False))
 
 
 def compile_regions(module: nn.Module, **options: Any) -> list[str]:
@@ -36,26 +48,121 @@ def compile_regions(module: nn.Module, **options: Any) -> list[str]:
 
     Regional compilation (the pattern PyTorch recommends for repeated blocks): each timm ``Block`` (the
     ViT's, :class:`~vitlab.core.backbones.vit.RoPEBlock`, the MAE decoder's), each CroCo
-    :class:`~vitlab.core.backbones.CrossBlock`, each :class:`~vitlab.core.DPTHead`, and any module whose
-    class sets ``compile_region = True``, is compiled with ``nn.Module.compile`` (in place: state-dict keys
-    keep their names). Whatever calls the block — ``forward``, ``forward_intermediates``, a method's own
-    encoder loop, an EMA teacher — then runs the compiled code; blocks of one class share one graph
-    (parameters are graph inputs), so a 12-block encoder compiles once. Descendants of a compiled region
-    are not compiled again. Returns the names of the compiled modules.
+    :class:`~vitlab.core.backbones.CrossBlock`, each :class:`~vitlab.core.DPTHead`, timm's Swin stages and
+    blocks and HRNet stage modules, and any module whose class sets ``compile_region = True`` (MiT blocks, Swin / HRNet encoders whose
+    blocks are not called as modules, the MTL and DAFormer heads ...), is compiled in place, as
+    ``nn.Module.compile`` does (state-dict keys keep their names), but behind a code object per class
+    (:func:`_region_call`: dynamo's recompile limit then holds per region class, not for all together). Whatever calls the block — ``forward``,
+    ``forward_intermediates``, a method's own encoder loop, an EMA teacher — then runs the compiled code;
+    blocks of one class share one graph (parameters are graph inputs), so a 12-block encoder compiles once.
+    Descendants of a compiled region are not compiled again. Stochastic depth inside the regions gets its
+    rate as a tensor (:func:`tensor_drop_path_rates`), so blocks that differ only in their rate share a graph
+    too. Returns the names of the compiled modules.
 
     Args:
         module: the LightningModule (or any module) to walk.
         **options: ``torch.compile`` options (``mode``, ``backend``, ``dynamic``, ``fullgraph`` ...).
     """
-    types = _region_types()
     done: list[str] = []
     for name, sub in module.named_modules():
         if any(d == "" or name.startswith(d + ".") for d in done):
             continue  # inside a region compiled already
-        if isinstance(sub, types) or getattr(type(sub), "compile_region", False):
-            sub.compile(**options)
+        if is_region(sub):
+            tensor_drop_path_rates(sub)
+            sub._compiled_call_impl = torch.compile(_region_call(type(sub)).__get__(sub), **options)
             done.append(name)
     return done
+
+
+def _call(self, *args, **kwargs):
+    return self._call_impl(*args, **kwargs)
+
+
+_REGION_CALLS: dict[type, Any] = {}
+
+
+def _region_call(cls: type) -> Any:
+    """``Module._call_impl`` behind a code object of ``cls``'s own.
+
+    dynamo keeps its compiled graphs, and its recompile limit (8), per code object. ``nn.Module.compile``
+    compiles ``Module._call_impl``, one code object for every module of the process: the regions of all classes
+    (blocks, heads, train / eval mode, teacher under ``no_grad``) would share eight graphs and the rest run
+    eager without a word. One code object per region class gives each class its own limit.
+    """
+    fn = _REGION_CALLS.get(cls)
+    if fn is None:
+        name = f"_call_{cls.__name__}"
+        code = _call.__code__.replace(co_name=name, co_qualname=f"{cls.__qualname__}.{name}")
+        fn = _REGION_CALLS[cls] = types.FunctionType(code, _call.__globals__, name)
+    return fn
+
+
+def compiled_parameter_share(module: nn.Module) -> float:
+    """Share of ``module``'s parameters (trainable and frozen, each counted once) inside a compiled module.
+
+    What a regional compile leaves eager (stems, norms, small heads) runs op by op; a low share says the
+    regions miss where the parameters — and most FLOPs — are.
+    """
+    total = {id(p): p.numel() for p in module.parameters()}
+    inside: set[int] = set()
+    for sub in module.modules():
+        if getattr(sub, "_compiled_call_impl", None) is not None:
+            inside.update(id(p) for p in sub.parameters())
+    return sum(total[i] for i in inside if i in total) / max(1, sum(total.values()))
+
+
+class TensorRateDropPath(DropPath):
+    """timm's ``DropPath`` with its rate also held as a 0-d buffer, which the compiled graph reads.
+
+    dynamo specialises on a Python float attribute: blocks whose stochastic-depth rates differ (a linear
+    schedule) would each compile their own graph, and a 12-block encoder exceeds the recompile limit, so its
+    last blocks silently run eager. Traced, the rate is a graph input; eager, the float path is timm's own
+    (same random numbers). The buffer is not persistent: state-dict keys are unchanged. Setting ``drop_prob``
+    updates both.
+    """
+
+    def __init__(self, drop_prob: float = 0.0, scale_by_keep: bool = True) -> None:
+        nn.Module.__init__(self)
+        self.register_buffer("drop_rate", torch.tensor(float(drop_prob)), persistent=False)
+        self.drop_prob = drop_prob
+        self.scale_by_keep = scale_by_keep
+
+    @property
+    def drop_prob(self) -> float:
+        return self._drop_prob
+
+    @drop_prob.setter
+    def drop_prob(self, value: float) -> None:
+        self._drop_prob = float(value)
+        if "drop_rate" in self._buffers:
+            self.drop_rate.fill_(self._drop_prob)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not torch.compiler.is_compiling():
+            return drop_path(x, self._drop_prob, self.training, self.scale_by_keep)
+        if not self.training:
+            return x
+        keep = 1.0 - self.drop_rate
+        shape = (x.shape[0],) + (1,) * (x.ndim - 1)
+        mask = x.new_empty(shape).bernoulli_(keep.expand(shape))
+        if self.scale_by_keep:
+            mask = mask / keep.clamp(min=1e-12)  # a rate of 1 leaves an all-zero mask: zero, as timm's
+        return x * mask
+
+
+def tensor_drop_path_rates(module: nn.Module) -> int:
+    """Turn every timm ``DropPath`` under ``module`` into a :class:`TensorRateDropPath` in place (the same
+    object: references and ``isinstance(m, DropPath)`` still hold). Returns how many were changed."""
+    n = 0
+    device = next((p.device for p in module.parameters()), torch.device("cpu"))
+    for m in module.modules():
+        if type(m) is DropPath:
+            rate = float(m.__dict__.pop("drop_prob"))
+            m.__class__ = TensorRateDropPath
+            m.register_buffer("drop_rate", torch.tensor(rate, device=device), persistent=False)
+            m.drop_prob = rate
+            n += 1
+    return n
 
 
 def configure_cuda_fast_paths(matmul_precision: str = "high") -> bool:

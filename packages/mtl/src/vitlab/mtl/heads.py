@@ -53,6 +53,8 @@ class HighResolutionHead(nn.Module):
 class TaskDecoder(nn.Module):
     """Downsampler + HighResolutionHead + bilinear upsampling to ``image_size``."""
 
+    compile_region = True  # ``compile: true`` compiles each decoder (vitlab.core.perf.compile_regions)
+
     def __init__(self, in_channels: Sequence[int], out_channels: int,
                  widths: Sequence[int] = HRNET_W18_WIDTHS) -> None:
         super().__init__()

@@ -111,6 +111,8 @@ class MTLoRASwin(nn.Module):
         mtlora_plus: freeze PatchMerging reductions and adapt them with a shared LoRA (MTLoRA+).
     """
 
+    compile_region = True  # ``compile: true`` compiles the whole encoder, as core's Swin (vitlab.core.perf)
+
     def __init__(self, swin: Swin, tasks: list[str], rank: int = 16, task_rank: int = 4, scale: float = 4.0,
                  task_scale: float = 4.0, dropout: float = 0.05, mtlora_plus: bool = False) -> None:
         super().__init__()

@@ -112,6 +112,8 @@ class _SwinBlock(SwinTransformerBlock):
     def get_attn_mask(self, x: Tensor | None = None, device=None, dtype=None) -> Tensor | None:
         if x is None:
             return super().get_attn_mask(x, device, dtype)
+        if torch.compiler.is_compiling():  # traced: built in the graph (constant-folded), no host-side cache
+            return super().get_attn_mask(x)
         key = (x.shape[1], x.shape[2], x.dtype, x.device, torch.is_inference_mode_enabled())
         if key not in self._masks:
             self._masks[key] = super().get_attn_mask(x)
@@ -142,6 +144,10 @@ def _heads(dim: int, wanted: int) -> int:
 class SCAEncoder(nn.Module):
     """HRNet + per-scale Swin + ITP/CTAM/FPMA: ``forward(image) -> ({t: [Ĝ_t^0..Ĝ_t^3]}, {t: [aux^0..aux^3]})``."""
 
+    #: ``compile: true`` compiles the whole encoder as one region (vitlab.core.perf.compile_regions): its modules
+    #: differ per task and scale (widths, windows, heads), so per-module regions would compile two dozen graphs
+    #: and exceed dynamo's recompile limit; one graph is cheaper
+    compile_region = True
     def __init__(self, tasks: list[str], num_outputs: dict[str, int], img_size: int | tuple[int, int] = 512,
                  hrnet: str = "hrnet_w18_small_v2", pretrained: bool = False, sa_heads: int = 6, sa_depth: int = 2,
                  fpma_heads: int = 4, window: int = 7, drop_path: float = 0.2) -> None:
@@ -219,6 +225,8 @@ class SCAEncoder(nn.Module):
 
 class CSAMHead(nn.Module):
     """Per-task head with cross-scale attention (see the module docstring); ``forward(feats, image_size)``."""
+
+    compile_region = True  # ``compile: true`` compiles each head (vitlab.core.perf.compile_regions)
 
     def __init__(self, widths: list[int], out_channels: int) -> None:
         super().__init__()

@@ -156,6 +156,8 @@ class TADFormerSwin(nn.Module):
         mode: ``"official"`` (released forward, default) or ``"clean"``; see the module docstring.
     """
 
+    compile_region = True  # ``compile: true`` compiles the whole encoder, as core's Swin (vitlab.core.perf)
+
     def __init__(self, swin: Swin, tasks: list[str], rank: int = 16, scale: float = 4.0, dropout: float = 0.05,
                  prompt_len: int = 1, task_filter: str = "dynamic", gate: str = "sigmoid",
                  kernel_size: int = 3, mode: str = "official") -> None:

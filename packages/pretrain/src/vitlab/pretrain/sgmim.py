@@ -50,6 +50,8 @@ class DepthGuidanceEncoder(nn.Module):
         in_chans: 1.
     """
 
+    compile_region = True  # ``compile: true`` compiles the depth branch (vitlab.core.perf.compile_regions)
+
     def __init__(self, out_dim: int, patch_size: int = 16, depth_patch_size: int = 4, embed_dim: int = 128,
                  in_chans: int = 1) -> None:
         super().__init__()
@@ -87,6 +89,8 @@ class FusionBlock(nn.Module):
 
     ``norm_eps``: LayerNorm eps, 1e-5 as the official ``Fusion_blk(..., nn.LayerNorm)`` (PyTorch default).
     """
+
+    compile_region = True  # ``compile: true`` compiles it with the encoder blocks (vitlab.core.perf)
 
     def __init__(self, dim: int, num_heads: int = 8, mlp_ratio: float = 4.0, qkv_bias: bool = False,
                  norm_eps: float = 1e-5) -> None:

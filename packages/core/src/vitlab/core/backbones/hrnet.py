@@ -21,6 +21,10 @@ class HRNetFeatures(nn.Module):
         pretrained: load timm's ImageNet weights (online).
 
     Attributes: ``out_channels`` ([18, 36, 72, 144] for W18) and ``strides`` ([4, 8, 16, 32]).
+
+    ``compile: true`` compiles each of timm's ``HighResolutionModule`` (the parallel branches and their fusion,
+    where almost all parameters are) as a region (:func:`vitlab.core.perf.compile_regions`), unless a larger
+    region holds it (SCA's encoder); the stem and the transitions stay eager.
     """
 
     def __init__(self, name: str = "hrnet_w18_small_v2", pretrained: bool = False) -> None:

@@ -47,6 +47,8 @@ _NORM_EPS = 1e-6
 class OverlapPatchEmbed(nn.Module):
     """Strided ``k x k`` convolution with padding ``k // 2`` (patches overlap), then LayerNorm."""
 
+    compile_region = True  # a large share of a MiT's parameters: compiled with the blocks (vitlab.core.perf)
+
     def __init__(self, in_chans: int, dim: int, patch_size: int, stride: int) -> None:
         super().__init__()
         self.proj = nn.Conv2d(in_chans, dim, patch_size, stride=stride, padding=patch_size // 2)

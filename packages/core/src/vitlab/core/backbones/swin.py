@@ -130,6 +130,10 @@ class Swin(nn.Module):
     Attributes: ``dims`` (stage widths), ``out_channels`` (channels of :meth:`forward_stages`), ``strides``.
     """
 
+    #: ``compile: true`` compiles the whole encoder as one region (vitlab.core.perf.compile_regions): its blocks
+    #: run through :meth:`block_forward`, not as module calls, so a per-block region would never be entered
+    compile_region = True
+
     def __init__(self, size: str = "tiny", img_size: int | tuple[int, int] = 448, window_size: int = 7,
                  drop_path_rate: float = 0.2, pretrained: bool | str | None = False, embed_dim: int | None = None,
                  depths: Sequence[int] | None = None, num_heads: Sequence[int] | None = None) -> None:
@@ -206,7 +210,8 @@ class Swin(nn.Module):
     def _shift_mask(self, Hp: int, Wp: int, window: tuple[int, int], shift: tuple[int, int],
                     device: torch.device) -> Tensor:
         key = (Hp, Wp, window, shift, str(device))
-        mask = self._masks.get(key)
+        compiling = torch.compiler.is_compiling()  # traced: built in the graph (constant-folded), no host cache
+        mask = None if compiling else self._masks.get(key)
         if mask is None:
             img = torch.zeros(1, Hp, Wp, 1)
             cnt = 0
@@ -217,7 +222,8 @@ class Swin(nn.Module):
             mw = window_partition(img, window).view(-1, window[0] * window[1])
             diff = mw.unsqueeze(1) - mw.unsqueeze(2)
             mask = torch.zeros_like(diff).masked_fill(diff != 0, -100.0).to(device)
-            self._masks[key] = mask
+            if not compiling:
+                self._masks[key] = mask
         return mask
 
     def partition(self, blk: nn.Module, x: Tensor) -> tuple[Tensor, Tensor | None, _Partition]:
@@ -262,7 +268,16 @@ class Swin(nn.Module):
         return x, p_out
 
     def forward_stages(self, image: Tensor) -> list[Tensor]:
-        """Per-stage outputs after PatchMerging, (B, C_s, H/stride, W/stride) for stride 8, 16, 32, 32."""
+        """Per-stage outputs after PatchMerging, (B, C_s, H/stride, W/stride) for stride 8, 16, 32, 32.
+
+        A module call (:meth:`forward`), so a compiled encoder runs compiled from every entry point."""
+        return self(image)
+
+    def forward_intermediates(self, image: Tensor) -> list[Tensor]:
+        """The stage maps, for core's dense task modules (``SemanticSegmentation(backbone=Swin(), head="linear")``)."""
+        return self(image)
+
+    def forward(self, image: Tensor) -> list[Tensor]:
         x = self.patch_embed(image)
         outs = []
         for s in range(4):
@@ -271,10 +286,3 @@ class Swin(nn.Module):
             x = self.merge(s, x)
             outs.append(x.permute(0, 3, 1, 2))
         return outs
-
-    def forward_intermediates(self, image: Tensor) -> list[Tensor]:
-        """The stage maps, for core's dense task modules (``SemanticSegmentation(backbone=Swin(), head="linear")``)."""
-        return self.forward_stages(image)
-
-    def forward(self, image: Tensor) -> list[Tensor]:
-        return self.forward_stages(image)

@@ -82,6 +82,8 @@ class DAFormerHead(nn.Module):
     map), or bilinearly resized to ``image_size`` when given.
     """
 
+    compile_region = True  # ``compile: true`` compiles the head (vitlab.core.perf.compile_regions)
+
     def __init__(self, in_channels: Sequence[int], num_classes: int, embed_dim: int = 256,
                  dilations: Sequence[int] = (1, 6, 12, 18), dropout: float = 0.1, init: str = "mmcv") -> None:
         super().__init__()

@@ -103,9 +103,9 @@ class VitlabModule(LightningModule):
         warmup_epochs: linear warmup length in epochs (fractions allowed).
         warmup_steps: warmup length in optimizer steps; added to ``warmup_epochs``.
         min_lr: learning rate at the end of the cosine.
-        compile: ``torch.compile`` the network's transformer blocks and dense heads in place (regional
-            compilation, :func:`vitlab.core.perf.compile_regions`; GPU runs; off by default because each new
-            input shape costs a recompilation).
+        compile: ``torch.compile`` the network's transformer blocks, Swin / HRNet encoders and dense heads in
+            place (regional compilation, :func:`vitlab.core.perf.compile_regions`; GPU runs; off by default
+            because each new input shape costs a recompilation).
         compile_options: ``torch.compile`` keyword arguments, e.g. ``{mode: max-autotune-no-cudagraphs}``
             (default: none, i.e. inductor's default mode).
     """
@@ -368,7 +368,7 @@ class VitlabModule(LightningModule):
             attach_rank_guard(self.trainer)
 
     def configure_model(self) -> None:
-        """With ``compile``: compile every transformer block and dense head in place
+        """With ``compile``: compile every transformer block, encoder region and dense head in place
         (:func:`vitlab.core.perf.compile_regions`), so each code path that runs them — ``forward``,
         ``forward_intermediates``, a method's encoder loop — runs compiled. First (every stage, right after
         ``setup``): :meth:`check_num_classes` against the trainer's DataModule."""
