@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import inspect
 import traceback
 import types
 from dataclasses import dataclass, field
@@ -43,6 +44,10 @@ def is_region(module: nn.Module) -> bool:
     return isinstance(module, _region_types()) or bool(getattr(type(module), "compile_region", False))
 
 
+#: graphs one region class may compile before dynamo runs it eager (see :func:`compile_regions`)
+REGION_RECOMPILE_LIMIT = 32
+
+
 def compile_regions(module: nn.Module, **options: Any) -> list[str]:
     """``torch.compile`` in place the regions that carry the FLOPs: every transformer block and dense head.
 
@@ -59,10 +64,18 @@ def compile_regions(module: nn.Module, **options: Any) -> list[str]:
     rate as a tensor (:func:`tensor_drop_path_rates`), so blocks that differ only in their rate share a graph
     too. Returns the names of the compiled modules.
 
+    Each region class may compile up to :data:`REGION_RECOMPILE_LIMIT` graphs (dynamo's default is 8 per code
+    object): one per stage width (parameter shapes are static), grad mode (an EMA teacher under ``no_grad``) and
+    train / eval / teacher mode is legitimate, and MiT's four stages under a UDA student, teacher and frozen
+    ImageNet encoder already need more than eight. Pass ``recompile_limit`` to change it.
+
     Args:
         module: the LightningModule (or any module) to walk.
-        **options: ``torch.compile`` options (``mode``, ``backend``, ``dynamic``, ``fullgraph`` ...).
+        **options: ``torch.compile`` options (``mode``, ``backend``, ``dynamic``, ``fullgraph``,
+            ``recompile_limit`` ...).
     """
+    if "recompile_limit" in inspect.signature(torch.compile).parameters:
+        options.setdefault("recompile_limit", REGION_RECOMPILE_LIMIT)
     done: list[str] = []
     for name, sub in module.named_modules():
         if any(d == "" or name.startswith(d + ".") for d in done):
