@@ -105,10 +105,11 @@ def plain_mae(module, dm, vopt) -> Callable[[], None]:
 
 
 def plain_multitask(module, dm, vopt) -> Callable[[], None]:
+    # SyntheticScenes keys -> the task names (semantic -> semseg, ...), as the DataModule renames them
+    from vitlab.mtl.data import _SYNTH_KEYS
+
     net = copy.deepcopy(module).train()
     opt, sched = _same_optimizer(vopt, module, net)
-    from vitlab.mtl.data import _SYNTH_KEYS  # SyntheticScenes keys -> the task names (semantic -> semseg, ...)
-
     fetch = _loader(dm.make_dataset("train"), dm.batch_size, dm.collate_fn("train"))
 
     def step() -> None:
