@@ -136,3 +136,62 @@ def test_corrupt_image_names_path(tmp_path):
     dm.setup("validate")
     with pytest.raises(DatasetFormatError, match="class_a_0.png"):
         next(iter(dm.val_dataloader()))
+
+
+# --------------------------------------------------------------------------------------------- decode="device"
+def _images(dm: ImageFolderDataModule) -> torch.Tensor:
+    dm.setup("fit")
+    out = []
+    for loader in (dm.train_dataloader(), dm.val_dataloader()):
+        for b in loader:
+            b = dm.transfer_batch_to_device(b, torch.device("cpu"), 0)
+            out.append(dm.on_after_batch_transfer(b, 0)["image"])
+    return torch.cat(out)
+
+
+@pytest.mark.parametrize("mode", ["pretrain", "finetune"])
+def test_device_decode_draws_the_same_crops_as_the_workers(mode):
+    """The workers read bytes and draw the boxes as RandomResizedCrop + flip do; the device decode and resize give
+    the worker path's images up to interpolation/decoder rounding (train and eval)."""
+    kw = dict(mode=mode, size=48, batch_size=3, num_workers=0, device_normalize=True)
+    a = ImageFolderDataModule(str(ROOT), decode="workers", **kw)
+    b = ImageFolderDataModule(str(ROOT), decode="device", **kw)
+    a.normalize = b.normalize = False  # compare in [0, 1]
+    x, y = _images(a), _images(b)
+    assert x.shape == y.shape == (12, 3, 48, 48)
+    d = (x - y).abs()
+    assert float(d.mean()) < 0.01 and float(d.flatten().quantile(0.99)) < 0.1, (float(d.mean()), float(d.max()))
+    assert float((x - y.flip(-1)).abs().mean()) > 5 * float(d.mean())  # the flips agree too
+
+
+def test_device_decode_workers_send_bytes_and_a_png_still_decodes(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "ds"
+    shutil.copytree(ROOT, root)
+    png = root / "train" / "class_a" / "as_png.png"
+    Image.open(root / "train" / "class_a" / "class_a_0.JPEG").save(png)
+    dm = ImageFolderDataModule(str(root), mode="pretrain", size=32, batch_size=7, num_workers=0, decode="device")
+    dm.setup("fit")
+    raw = next(iter(dm.train_dataloader()))
+    assert "image" not in raw and raw["encoded"][0].dtype == torch.uint8 and raw["box"].shape == (7, 4)
+    out = dm.on_after_batch_transfer(dm.transfer_batch_to_device(raw, torch.device("cpu"), 0), 0)
+    assert out["image"].shape == (7, 3, 32, 32) and out["image"].dtype == torch.float32 and out["image"].min() < 0
+
+
+def test_device_decode_corrupt_file_names_it(tmp_path):
+    root = tmp_path / "ds"
+    shutil.copytree(ROOT, root)
+    bad = root / "train" / "class_a" / "class_a_0.JPEG"
+    bad.write_bytes(bad.read_bytes()[:40])
+    dm = ImageFolderDataModule(str(root), mode="pretrain", size=32, batch_size=6, num_workers=0, decode="device")
+    dm.setup_check_samples = 0  # reach the decoder itself
+    dm.setup("fit")
+    with pytest.raises(DatasetFormatError, match=r"class_a_0\.JPEG"):
+        for b in dm.train_dataloader():
+            dm.on_after_batch_transfer(dm.transfer_batch_to_device(b, torch.device("cpu"), 0), 0)
+
+
+def test_device_decode_refuses_autoaugment():
+    with pytest.raises(ValueError, match="decode='device'"):
+        ImageFolderDataModule(str(ROOT), auto_augment="rand-m9-mstd0.5", decode="device")
