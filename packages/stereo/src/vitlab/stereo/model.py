@@ -96,6 +96,8 @@ class MaskedForward(NamedTuple):
         feat_left, feat_right: ``(B, N, C_enc)`` last (enc-normed) encoder layer of each view, zeros at its
             masked tokens (UniTT's consistency features; MaDis's zero-filled decoder memory).
         decoder: pass A's decoder block outputs (the last one dec-normed).
+        coarse: ``(B, 1, H, W)`` the correlation's own soft-argmin disparity (px, fp32) that ``disparity``
+            sits on, ``None`` without a correlation (``corr_disparities=0``).
     """
 
     disparity: torch.Tensor
@@ -104,6 +106,7 @@ class MaskedForward(NamedTuple):
     feat_left: torch.Tensor
     feat_right: torch.Tensor
     decoder: list[torch.Tensor]
+    coarse: torch.Tensor | None = None
 
 
 def _scatter_visible(visible: torch.Tensor, ids_keep: torch.Tensor, num_tokens: int) -> torch.Tensor:
@@ -227,6 +230,8 @@ class BinocularViT(CroCoNet):
             (zero-initialised) to the left tokens entering the decoder. Not in CroCo-Stereo: it gives a model
             trained from scratch on a CPU budget matching evidence from the first step (see the module).
         corr_dim: feature width of the correlation stem (32).
+        corr_stride: input pixels per correlation pixel, 4 (default) or 2 (see
+            :class:`~vitlab.stereo.correlation.EpipolarCorrelation`).
 
     Encoder, decoder and pixel head come from :class:`~vitlab.core.backbones.croco.CroCoNet` (same names and
     initialisation); the DPT head is new.
@@ -255,6 +260,7 @@ class BinocularViT(CroCoNet):
         pretrained: str | None = None,
         corr_disparities: int = 0,
         corr_dim: int = 32,
+        corr_stride: int = 4,
     ) -> None:
         if hook_mode not in HOOK_MODES:
             raise ValueError(f"hook_mode must be one of {HOOK_MODES}, got {hook_mode!r}")
@@ -277,7 +283,8 @@ class BinocularViT(CroCoNet):
         )
         self.corr = None
         if corr_disparities:
-            self.corr = EpipolarCorrelation(corr_disparities, dim=corr_dim, token_dim=ed, patch_size=patch_size)
+            self.corr = EpipolarCorrelation(corr_disparities, dim=corr_dim, token_dim=ed, patch_size=patch_size,
+                                            stride=corr_stride)
         if pretrained and not skip_pretrained(pretrained):
             report = self.load_croco(pretrained)
             not_head = [k for k in report.missing if not k.startswith(("head.", "corr."))]
@@ -291,6 +298,11 @@ class BinocularViT(CroCoNet):
     def forward(self, left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
         """``(B, 3, H, W)`` x 2, H and W multiples of 32 (DPT fusion, spec §1.3) -> ``(B, 2, H, W)``."""
         return self._run(left, right, None, None, pretext=False).disparity
+
+    def forward_parts(self, left: torch.Tensor, right: torch.Tensor) -> MaskedForward:
+        """The unmasked forward with its parts (``disparity``, the correlation's ``coarse``, features); no
+        pixel reconstruction (``recon_left = recon_right = None``)."""
+        return self._run(left, right, None, None, pretext=False)
 
     def forward_masked(self, left: torch.Tensor, right: torch.Tensor, keep_left: torch.Tensor | None = None,
                        keep_right: torch.Tensor | None = None) -> MaskedForward:
@@ -339,6 +351,7 @@ class BinocularViT(CroCoNet):
             feat_l = enc_l[-1] if keep_left is None else _scatter_visible(enc_l[-1], keep_left, n)
             feat_r = enc_r[-1] if keep_right is None else _scatter_visible(enc_r[-1], keep_right, n)
         query = enc_l[-1][:B]
+        coarse = None
         if self.corr is not None:
             coarse, corr_tokens = self.corr(left, right)
             corr_tokens = corr_tokens.to(query.dtype)
@@ -355,11 +368,11 @@ class BinocularViT(CroCoNet):
         if self.corr is not None:  # the head predicts a residual to the correlation's coarse disparity
             out = torch.cat([out[:, :1] + coarse, out[:, 1:]], dim=1)
         if not pretext:
-            return MaskedForward(out, None, None, feat_l, feat_r, dec)
+            return MaskedForward(out, None, None, feat_l, feat_r, dec, coarse)
         recon_right = None
         if keep_right is not None:
             recon_right = self.reconstruct(self.decode(enc_r[-1], feat_l, hw, keep_right)[-1])
-        return MaskedForward(out, self.reconstruct(dec[-1]), recon_right, feat_l, feat_r, dec)
+        return MaskedForward(out, self.reconstruct(dec[-1]), recon_right, feat_l, feat_r, dec, coarse)
 
     # ------------------------------------------------------------------ checkpoints
     def load_croco(self, path_or_state: str | Mapping, strict: bool = False) -> LoadReport:

@@ -6,6 +6,7 @@ Batches are dicts: ``image`` / ``right`` (B, 3, H, W) ImageNet-normalised, ``dis
 
 from __future__ import annotations
 
+import math
 import random
 from statistics import NormalDist
 from typing import NamedTuple
@@ -21,7 +22,13 @@ from vitlab.core.backbones import MaskOutput, patchify, random_masking
 from vitlab.core.visualize import colorize_depth, panel, to_uint8_image
 
 from .benchmark import ZeroShotEvaluator, ZeroShotStereoDataModule
-from .losses import LaplacianLossBounded2, MaskedMSE, build_stereo_loss, feature_warp_consistency
+from .losses import (
+    LaplacianLossBounded2,
+    MaskedMSE,
+    StereoL1Loss,
+    build_stereo_loss,
+    feature_warp_consistency,
+)
 from .metrics import StereoMetrics
 from .model import BinocularViT
 from .tiling import (
@@ -100,6 +107,13 @@ class StereoMatching(VitlabModule):
             view is shifted left by ``s ~ U{0..right_shift}`` px (replicate padding) and ``s`` is added to the GT
             disparity. The same left image then maps to several disparities, so a network cannot solve the task
             from the left view alone (a shortcut a small model trained from scratch on SyntheticScenes takes).
+        corr_loss_weight: weight of an L1 loss on the correlation's own soft-argmin disparity
+            (``BinocularViT(corr_disparities > 0)``, :attr:`MaskedForward.coarse`), added to the disparity
+            loss; 0 (default) = off, and ignored without a correlation. A vitlab addition (neither CroCo-Stereo
+            nor UniTT/MaDis has a correlation): the output is ``DPT + coarse``, so without it the cost volume
+            is only trained through the sum and the DPT residual can absorb its errors; supervising the soft
+            argmin directly with L1, as GC-Net / PSMNet train theirs, makes the stem's features match on their
+            own. The quickstarts set it (1.0).
         lr, weight_decay, warmup_epochs, ...: :class:`vitlab.core.VitlabModule`; defaults are CroCo-Stereo's
             (AdamW (0.9, 0.95), lr 3e-5, wd 0.05, 1 warm-up epoch then half-cycle cosine to ``min_lr`` 0).
     """
@@ -122,6 +136,7 @@ class StereoMatching(VitlabModule):
         metric_reduction: str = "image",
         eval_max_disparity: float | None = None,
         right_shift: int = 0,
+        corr_loss_weight: float = 0.0,
         lr: float = 3e-5,
         weight_decay: float = 0.05,
         warmup_epochs: float = 1.0,
@@ -149,6 +164,10 @@ class StereoMatching(VitlabModule):
         self.budget_overlap = float(budget_overlap)
         self._plans_logged: set = set()
         self.right_shift = int(right_shift)
+        if corr_loss_weight < 0:
+            raise ValueError(f"corr_loss_weight must be >= 0, got {corr_loss_weight}")
+        self.corr_loss_weight = float(corr_loss_weight)
+        self.corr_criterion = StereoL1Loss()
         self.conf_mode = conf_mode
         self.upscale_rule = upscale_rule
         mk = dict(reduction=metric_reduction, max_disparity=eval_max_disparity)
@@ -253,6 +272,20 @@ class StereoMatching(VitlabModule):
     def disparity_loss(self, out: Tensor, batch: dict[str, Tensor]) -> Tensor:
         return self.criterion(out, batch["disparity"])
 
+    @property
+    def supervises_correlation(self) -> bool:
+        """Whether ``corr_loss_weight`` applies (it is set and the network has a correlation)."""
+        return self.corr_loss_weight > 0 and getattr(self.net, "corr", None) is not None
+
+    def corr_loss(self, coarse: Tensor | None, batch: dict[str, Tensor]) -> Tensor | None:
+        """``corr_loss_weight x L1(coarse, GT)`` when :attr:`supervises_correlation` (logged as
+        ``train/loss_corr``, unweighted), else ``None``."""
+        if coarse is None or not self.supervises_correlation:
+            return None
+        l_corr = self.corr_criterion(coarse, batch["disparity"])
+        self.log("train/loss_corr", l_corr)
+        return self.corr_loss_weight * l_corr
+
     def shift_right(self, batch: dict[str, Tensor]) -> dict[str, Tensor]:
         """The ``right_shift`` augmentation (see the class docstring); one shift per batch."""
         if self.right_shift <= 0:
@@ -268,7 +301,11 @@ class StereoMatching(VitlabModule):
 
     def training_step(self, batch: dict[str, Tensor], batch_idx: int) -> Tensor:
         batch = self.shift_right(batch)
-        loss = self.disparity_loss(self(batch["image"], batch["right"]), batch)
+        if self.supervises_correlation:
+            s = self.net.forward_parts(batch["image"], batch["right"])
+            loss = self.disparity_loss(s.disparity, batch) + self.corr_loss(s.coarse, batch)
+        else:
+            loss = self.disparity_loss(self(batch["image"], batch["right"]), batch)
         self.log("train/loss", loss, prog_bar=True)
         return loss
 
@@ -371,13 +408,21 @@ class UniTTStereo(StereoMatching):
     ``disp_weight L_disp + rec_weight L_rec + cons_weight L_cons``; otherwise ``L_rec + L_cons`` (the disparity
     term waits until reconstruction is good enough).
 
+    The gate presumes CroCo-pre-trained weights, whose masked-patch error already starts near the threshold.
+    From random weights the norm-pix MSE starts at ~1 (tanh 0.76) and stays above 0.42 for thousands of
+    steps, so the disparity term is off on every masked step and only the ~10 % of steps drawing ``r = 0``
+    train it: the quickstart model then barely learns to match. ``gate_threshold >= 1`` turns the gate off
+    (``tanh < 1``: always the weighted sum), which the from-scratch quickstart uses; the reconstruction and
+    consistency terms train as before.
+
     Args:
         model: a :class:`BinocularViT` with ``hook_mode="decoder"``.
         mask_ratio: ``[low, high, mean, std]``; code default ``[0.0, 0.5, 0.25, 1.0]`` (the paper's values are
             not public).
         consistency_mode: ``"fixed"`` (default, our reconstruction) or ``"official"`` (the official code's three
             bugs, see :func:`vitlab.stereo.losses.feature_warp_consistency`).
-        disp_weight, rec_weight, cons_weight, gate_threshold: 3, 1, 1, 0.4 [code].
+        disp_weight, rec_weight, cons_weight, gate_threshold: 3, 1, 1, 0.4 [code]; ``gate_threshold >= 1``:
+            no gate (a vitlab choice for training from scratch, see above).
         norm_pix_loss: standardise target patches (CroCo).
         **kwargs: :class:`StereoMatching` options.
     """
@@ -426,6 +471,9 @@ class UniTTStereo(StereoMatching):
         masked = int(r * grid[0] * grid[1]) > 0  # host-known
         s = self.net.forward_masked(left, right, keep_left=m.ids_keep if masked else None)
         l_disp = self.disparity_loss(s.disparity, batch)
+        l_corr = self.corr_loss(s.coarse, batch)
+        if l_corr is not None:  # part of the disparity term: gated with it
+            l_disp = l_disp + l_corr
         mask = m.mask > 0.5
         l_rec = self.mse(s.recon_left, patchify(left, p), mask)  # 0 (with its graph) when nothing is masked
         if not masked:  # reconstruction is 0/0 in the official code: both terms off, L = L_disp
@@ -462,10 +510,18 @@ class MaDisStereo(StereoMatching):
     once per optimizer step with ``ema_decay`` 0.999 [inferred]) fed the ``teacher_input`` views:
     ``"unmasked"`` (default) or ``"masked"`` (the student's masked views).
 
+    ``pseudo_rampup_steps`` (a vitlab choice, 0 = off = the constant weight above): the pseudo-disparity weight
+    follows Mean Teacher's sigmoid ramp-up ``pseudo_weight exp(-5 (1 - t)^2)``, ``t = min(1, step / steps)``
+    (Tarvainen & Valpola, NeurIPS 2017, who ramp the consistency weight up because an early teacher knows
+    no more than the student). Trained from scratch with the full weight from step 0, the L1 pull towards a
+    random teacher, over every pixel and with a gradient that does not shrink with the Laplacian confidence
+    as the GT term's does, pins the student to its own past: the quickstart did not learn (EPE above the
+    zero-disparity baseline). With ``ema_schedule: mean_teacher`` the early teacher also follows fast.
+
     Args:
         model: a :class:`BinocularViT` with ``hook_mode="decoder"``.
         mask_ratio, ema_decay, ema_schedule, disp_weight, rec_weight, pseudo_weight, pseudo_loss,
-        teacher_input, norm_pix_loss: see above. **kwargs: :class:`StereoMatching` options.
+        teacher_input, norm_pix_loss, pseudo_rampup_steps: see above. **kwargs: :class:`StereoMatching` options.
     """
 
     uses_pretext_parts = True  # trains mask_token and prediction_head
@@ -482,11 +538,15 @@ class MaDisStereo(StereoMatching):
         pseudo_loss: str = "l1",
         teacher_input: str = "unmasked",
         norm_pix_loss: bool = True,
+        pseudo_rampup_steps: int = 0,
         **kwargs,
     ) -> None:
         super().__init__(model=model, **kwargs)
         self.save_hparams("model")
         _require_decoder_hooks(model, "MaDisStereo")
+        if pseudo_rampup_steps < 0:
+            raise ValueError(f"pseudo_rampup_steps must be >= 0, got {pseudo_rampup_steps}")
+        self.pseudo_rampup_steps = int(pseudo_rampup_steps)
         if not 0.0 <= mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1), got {mask_ratio}")
         if pseudo_loss not in ("l1", "laplacian"):
@@ -514,17 +574,28 @@ class MaDisStereo(StereoMatching):
             else:
                 t_disp = self.teacher.teacher.forward_masked(left, right, m_l.ids_keep, m_r.ids_keep).disparity[:, :1]
         l_disp = self.disparity_loss(s.disparity, batch)
+        l_corr = self.corr_loss(s.coarse, batch)
+        if l_corr is not None:
+            l_disp = l_disp + l_corr
         l_rec = self.mse(s.recon_left, patchify(left, p), m_l.mask > 0.5) + \
             self.mse(s.recon_right, patchify(right, p), m_r.mask > 0.5)
         if self.pseudo_loss == "l1":
             l_pd = (s.disparity[:, :1] - t_disp).abs().mean()
         else:
             l_pd = self.pseudo_laplacian(s.disparity, t_disp)
-        wd, wr, wp = self.weights
-        loss = wd * l_disp + wr * l_rec + wp * l_pd
+        wd, wr, _ = self.weights
+        loss = wd * l_disp + wr * l_rec + self.pseudo_weight_at(self.global_step) * l_pd
         self.log_dict({"train/loss_disp": l_disp, "train/loss_rec": l_rec, "train/loss_pseudo": l_pd})
         self.log("train/loss", loss, prog_bar=True)
         return loss
+
+    def pseudo_weight_at(self, step: int) -> float:
+        """The pseudo-disparity weight at optimizer step ``step`` (host float, see ``pseudo_rampup_steps``)."""
+        wp = self.weights[2]
+        if self.pseudo_rampup_steps <= 0:
+            return wp
+        t = min(1.0, step / self.pseudo_rampup_steps)
+        return wp * math.exp(-5.0 * (1.0 - t) ** 2)
 
     def on_train_batch_end(self, outputs, batch, batch_idx: int) -> None:
         self.teacher.maybe_update(self.net, self.trainer.global_step)
