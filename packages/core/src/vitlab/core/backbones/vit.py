@@ -450,8 +450,6 @@ class ViT(nn.Module):
                 )
             ids_keep = ids_keep.long()
             tokens = torch.gather(tokens, 1, ids_keep.unsqueeze(-1).expand(-1, -1, D))
-        else:  # the patch embedding's transposed view gets the gather's layout: compiled blocks guard on strides,
-            tokens = tokens.contiguous()  # so masked and unmasked steps share one graph
         if self.cls_token is not None:
             cls = self.cls_token.to(tokens.dtype).expand(B, -1, -1)
             if pos_table is not None:
