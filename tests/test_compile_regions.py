@@ -12,7 +12,8 @@ and recompiles, but generates no code (seconds on a CPU). Asserted per model cla
   module);
 * no graph break (``torch._dynamo.utils.counters["graph_break"]`` stays empty);
 * step 3 compiles no new graph: every recompile (train/eval mode, shapes, a teacher under ``no_grad``) happens in
-  the first two steps.
+  the first two steps (exceptions, with their reason, in :data:`LATE_GRAPHS`);
+* no region hits dynamo's recompile limit (``fail_on_recompile_limit_hit``): past it a region runs eager silently.
 """
 
 from __future__ import annotations
