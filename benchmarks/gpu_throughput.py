@@ -14,10 +14,15 @@ Arms, each eager and compiled (``torch.compile``):
   live on the device (no input pipeline is measured);
 * **plain**: a hand-written loop of the same math with no Lightning: timm blocks (MAE: an independent
   re-implementation; ViT: ``timm`` ``VisionTransformer``; stereo: the same ``BinocularViT`` network and loss),
-  ``torch.autocast`` bf16, fused AdamW, LambdaLR; compiled = ``torch.compile`` of the whole model.
+  ``torch.autocast`` bf16, fused AdamW, LambdaLR; compiled = the same regional scope as vitlab's
+  (``vitlab.core.perf.compile_regions``: each block and dense head).
+
+The arms run one after the other (each holds its own model; two ViT-B MAE at batch 512 do not fit one GPU
+together); on a dedicated GPU the order matters little, on a shared one compare ratios from one run only.
 
 Printed per run: images/s (pairs/s for stereo), MFU (model FLOPs of one training step counted with
-``torch.utils.flop_counter`` on the plain model, divided by the device's dense bf16 peak), peak memory and
+``torch.utils.flop_counter`` on the plain model, divided by the device's dense peak for the run's precision:
+bf16, or TF32 / FP32 for ``32-true``), peak memory and
 the vitlab / plain ratio. The TF32 / cuDNN switches the CLI sets (:func:`vitlab.core.perf.configure_cuda_fast_paths`)
 are applied first.
 
@@ -49,11 +54,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from pretrain_mae_step import RefMAE  # noqa: E402  (the plain MAE of the CPU step benchmark)
 
 from vitlab.core import ImageClassification, ViT  # noqa: E402
-from vitlab.core.perf import configure_cuda_fast_paths  # noqa: E402
+from vitlab.core.perf import compile_regions, configure_cuda_fast_paths  # noqa: E402
 
-#: dense bf16 tensor-core peak (FLOP/s) by device-name substring; the first match wins
-PEAK_BF16 = [("H200", 989e12), ("H100 PCIe", 756e12), ("H100", 989e12), ("GH200", 989e12), ("B200", 2250e12),
-             ("A100", 312e12), ("L40S", 362e12), ("A10G", 70e12), ("L4", 121e12)]
+#: dense peaks (FLOP/s) by device-name substring, the first match wins: (bf16 tensor cores, TF32 tensor cores, FP32)
+#: from the vendors' data sheets (dense, not the 2:4-sparse figures)
+PEAKS = [("H200", (989e12, 494e12, 67e12)), ("H100 NVL", (835e12, 418e12, 60e12)),
+         ("H100 PCIe", (756e12, 378e12, 51e12)), ("GH200", (989e12, 494e12, 67e12)), ("H100", (989e12, 494e12, 67e12)),
+         ("B200", (2250e12, 1100e12, 80e12)), ("A100", (312e12, 156e12, 19.5e12)), ("L40S", (362e12, 183e12, 91.6e12)),
+         ("A10G", (70e12, 35e12, 31.2e12)), ("L4", (121e12, 60e12, 30.3e12))]
 
 
 # ---------------------------------------------------------------------------------------------- setup
@@ -170,19 +178,21 @@ def _sync(device: torch.device) -> None:
 
 
 class StepTimer(Callback):
-    """Wall time from the start of step ``warmup`` to the end of training (device synced at both ends)."""
+    """Wall time from the start of step ``warmup`` to the end of the last step (device synced at both ends); the
+    epoch-end and train-end hooks after it are not counted, as the plain loop has none."""
 
-    def __init__(self, warmup: int, device: torch.device) -> None:
-        self.warmup, self.device, self.t0, self.t1 = warmup, device, None, None
+    def __init__(self, warmup: int, total: int, device: torch.device) -> None:
+        self.warmup, self.total, self.device, self.t0, self.t1 = warmup, total, device, None, None
 
     def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
         if batch_idx == self.warmup:
             _sync(self.device)
             self.t0 = time.perf_counter()
 
-    def on_train_end(self, trainer, pl_module) -> None:
-        _sync(self.device)
-        self.t1 = time.perf_counter()
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if batch_idx == self.total - 1:
+            _sync(self.device)
+            self.t1 = time.perf_counter()
 
 
 def _world() -> tuple[int, int, int]:
@@ -192,8 +202,8 @@ def _world() -> tuple[int, int, int]:
 def run_vitlab(w: Workload, compiled: bool, args, device: torch.device) -> float:
     world, _, _ = _world()
     module = w.make_module(compiled)
-    timer = StepTimer(args.warmup, device)
     total = args.warmup + args.steps
+    timer = StepTimer(args.warmup, total, device)
     trainer = Trainer(
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=int(os.environ.get("LOCAL_WORLD_SIZE", 1)) if world > 1 else 1,
@@ -223,8 +233,8 @@ def run_plain(w: Workload, compiled: bool, args, device: torch.device) -> float:
     opt, sched = _plain_optimizer(model, device)
     if world > 1:
         model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[local] if device.type == "cuda" else None)
-    if compiled:
-        model.compile()
+    if compiled:  # the scope vitlab's `compile: true` has: each block and dense head (timm blocks, CrossBlock, DPT)
+        compile_regions(model)
     batch = w.make_batch(device)
     dtype = torch.bfloat16 if args.precision == "bf16-mixed" else None
     t0 = None
@@ -260,13 +270,20 @@ def flops_per_item(w: Workload, args, device: torch.device) -> float:
     return fc.get_total_flops() / n
 
 
-def peak_flops(device: torch.device, override_tflops: float | None) -> float | None:
+def peak_flops(device: torch.device, override_tflops: float | None, precision: str = "bf16-mixed") -> float | None:
+    """The device's dense peak for the matmuls of ``precision``: bf16 for ``bf16-mixed``; for ``32-true`` TF32
+    when fp32 matmuls may use it (``torch.get_float32_matmul_precision() != "highest"``), else FP32."""
     if override_tflops:
         return override_tflops * 1e12
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
-    return next((v for k, v in PEAK_BF16 if k in name), None)
+    peaks = next((v for k, v in PEAKS if k in name), None)
+    if peaks is None:
+        return None
+    if precision.startswith("bf16"):
+        return peaks[0]
+    return peaks[1] if torch.get_float32_matmul_precision() != "highest" else peaks[2]
 
 
 def _reset(device: torch.device) -> None:
@@ -302,8 +319,10 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     args.mae_batch = args.mae_batch or (4 if tiny else 512)
     args.vit_batch = args.vit_batch or (4 if tiny else 256)
     args.stereo_batch = args.stereo_batch or (2 if tiny else 8)
-    args.steps = args.steps or (2 if tiny else 10 if args.quick else 30)
-    args.warmup = args.warmup or (1 if tiny else 3 if args.quick else 8)
+    args.steps = (2 if tiny else 10 if args.quick else 30) if args.steps is None else args.steps
+    args.warmup = (1 if tiny else 3 if args.quick else 8) if args.warmup is None else args.warmup
+    if args.steps < 1 or args.warmup < 0:
+        ap.error(f"--steps must be >= 1 and --warmup >= 0, got {args.steps} and {args.warmup}")
     args.modes = (args.modes or ("eager" if tiny or args.quick else "eager,compiled")).split(",")
     bad = set(args.modes) - {"eager", "compiled"}
     if bad:
@@ -330,7 +349,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         torch.distributed.init_process_group("nccl" if device.type == "cuda" else "gloo")
     sizes = Sizes.tiny() if args.tiny else Sizes()
     specs = workloads(args, sizes)
-    peak = peak_flops(device, args.peak_tflops)
+    peak = peak_flops(device, args.peak_tflops, args.precision)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU ({torch.get_num_threads()} threads)"
     rows: list[dict[str, Any]] = []
     for key in args.workloads:

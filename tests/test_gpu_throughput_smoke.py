@@ -44,3 +44,23 @@ def test_arguments_and_sizes():
         bench.parse(["--workloads", "mae,detr"])
     assert bench.peak_flops(bench.torch.device("cpu"), None) is None
     assert bench.peak_flops(bench.torch.device("cpu"), 100.0) == 100e12
+
+
+def test_peak_follows_the_gpu_model_and_the_precision(monkeypatch):
+    bench = _load()
+    cuda = bench.torch.device("cuda")
+    monkeypatch.setattr(bench.torch.cuda, "get_device_name", lambda d=None: "NVIDIA H100 NVL")
+    assert bench.peak_flops(cuda, None, "bf16-mixed") == 835e12
+    monkeypatch.setattr(bench.torch.cuda, "get_device_name", lambda d=None: "NVIDIA H100 80GB HBM3")
+    assert bench.peak_flops(cuda, None, "bf16-mixed") == 989e12
+    monkeypatch.setattr(bench.torch, "get_float32_matmul_precision", lambda: "high")
+    assert bench.peak_flops(cuda, None, "32-true") == 494e12  # TF32
+    monkeypatch.setattr(bench.torch, "get_float32_matmul_precision", lambda: "highest")
+    assert bench.peak_flops(cuda, None, "32-true") == 67e12
+
+
+def test_zero_warmup_allowed_zero_steps_refused():
+    bench = _load()
+    assert bench.parse(["--device", "cpu", "--warmup", "0"]).warmup == 0
+    with pytest.raises(SystemExit):
+        bench.parse(["--device", "cpu", "--steps", "0"])
