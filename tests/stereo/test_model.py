@@ -279,3 +279,50 @@ def test_supervised_module_freezes_the_pretext_parts(tiny_net):
     for cls in (UniTTStereo, MaDisStereo):
         mod = cls(tiny_net(hook_mode="decoder", corr_disparities=16))
         assert mod.net.mask_token.requires_grad and mod.net.prediction_head.weight.requires_grad
+
+
+@pytest.mark.parametrize("d", [0, 6, 14])
+def test_stride_2_correlation_matches_at_twice_the_resolution(d):
+    """``stride=2``: the same layers (same parameter names), candidates every 2 px; arg-max = d / 2 at init."""
+    from vitlab.stereo.correlation import EpipolarCorrelation
+
+    torch.manual_seed(0)
+    corr = EpipolarCorrelation(32, dim=16, token_dim=32, patch_size=16, stride=2)
+    assert corr.num_candidates == 16
+    assert set(corr.state_dict()) == set(EpipolarCorrelation(32, dim=16, token_dim=32).state_dict())
+    left, right = _shifted_pair(d)
+    with torch.no_grad():
+        best = corr.cost_volume(left, right).argmax(1)[0]  # (32, 64)
+        assert best.shape == (32, 64) and (best[:, 16:] == d // 2).float().mean() > 0.9
+        coarse, tokens = corr(left, right)
+    assert coarse.shape == (1, 1, 64, 128) and tokens.shape == (1, 4 * 8, 32)
+    with pytest.raises(ValueError, match="corr_stride"):
+        EpipolarCorrelation(32, stride=8)
+
+
+def test_forward_parts_exposes_the_coarse_disparity_under_the_output(tiny_net):
+    """``forward_parts``: the same disparity as ``forward``; ``coarse`` is the correlation's soft argmin."""
+    torch.manual_seed(0)
+    m = tiny_net(corr_disparities=16).eval()
+    left, right = _shifted_pair(8, 64, 64)
+    with torch.no_grad():
+        parts = m.forward_parts(left, right)
+        assert torch.allclose(parts.disparity, m(left, right))
+        assert torch.allclose(parts.coarse, m.corr(left, right)[0]) and parts.recon_left is None
+        assert tiny_net().eval().forward_parts(left, right).coarse is None
+
+
+def test_madis_pseudo_weight_ramps_up(tiny_net):
+    """``pseudo_rampup_steps``: Mean Teacher's exp(-5 (1 - t)^2) ramp to ``pseudo_weight``; 0 = constant."""
+    import math
+
+    from vitlab.stereo import MaDisStereo
+
+    net = tiny_net(hook_mode="decoder")
+    assert MaDisStereo(net, pseudo_weight=0.5).pseudo_weight_at(0) == 0.5
+    mod = MaDisStereo(net, pseudo_weight=0.5, pseudo_rampup_steps=100)
+    assert mod.pseudo_weight_at(0) == pytest.approx(0.5 * math.exp(-5))
+    assert mod.pseudo_weight_at(50) == pytest.approx(0.5 * math.exp(-1.25))
+    assert mod.pseudo_weight_at(100) == mod.pseudo_weight_at(1000) == 0.5
+    with pytest.raises(ValueError, match="pseudo_rampup_steps"):
+        MaDisStereo(net, pseudo_rampup_steps=-1)
