@@ -24,9 +24,9 @@ from vitlab.stereo import StereoMetrics
 CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs" / "stereo").glob("*quickstart*.yaml"))
 NET = "--model.init_args.model.init_args."
 STEPS = 400
-#: the losses each method logs besides train/loss and train/loss_disp
+#: the losses each quickstart logs besides train/loss and train/loss_disp (UniTT/MaDis set corr_loss_weight)
 EXTRA_LOSSES = {
-    "StereoMatching": ["train/loss_corr"],
+    "StereoMatching": [],
     "UniTTStereo": ["train/loss_corr", "train/loss_rec", "train/loss_cons"],
     "MaDisStereo": ["train/loss_corr", "train/loss_rec", "train/loss_pseudo"],
 }

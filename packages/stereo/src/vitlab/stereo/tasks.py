@@ -113,7 +113,7 @@ class StereoMatching(VitlabModule):
             nor UniTT/MaDis has a correlation): the output is ``DPT + coarse``, so without it the cost volume
             is only trained through the sum and the DPT residual can absorb its errors; supervising the soft
             argmin directly with L1, as GC-Net / PSMNet train theirs, makes the stem's features match on their
-            own. The quickstarts set it (1.0).
+            own. The UniTT and MaDis quickstarts set it (1.0); see the README for what it changed.
         lr, weight_decay, warmup_epochs, ...: :class:`vitlab.core.VitlabModule`; defaults are CroCo-Stereo's
             (AdamW (0.9, 0.95), lr 3e-5, wd 0.05, 1 warm-up epoch then half-cycle cosine to ``min_lr`` 0).
     """
