@@ -16,7 +16,6 @@ entry that no README holds any longer fails, so the list cannot go stale.
 from __future__ import annotations
 
 import gc
-import inspect
 import re
 import shlex
 from pathlib import Path
@@ -28,7 +27,7 @@ from PIL import Image
 
 from vitlab.core.cli import main
 
-from .test_shipped_configs import ENTRIES, _data_spec, _materialise
+from .test_shipped_configs import ENTRIES, _data_spec, _materialise, tiny_data_args
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "data"
@@ -119,13 +118,7 @@ def _tiny(tokens: list[str], tmp: Path) -> list[str]:
     args += [x for k, v in pairs if not (own_data and k.startswith("--data.")) for x in (k, v)]
     if not own_data and configs:
         cls, init = _data_spec([Path(c) if Path(c).is_absolute() else tmp / c for c in _configs(tokens)])
-        params = inspect.signature(cls).parameters if cls is not None else {}
-        if "num_workers" in params:
-            args += ["--data.init_args.num_workers", "0"]
-        if cls is not None and "Synthetic" in cls.__name__:
-            bs = min(4, int(init.get("batch_size", params["batch_size"].default if "batch_size" in params else 4)))
-            args += ["--data.init_args.batch_size", str(bs), "--data.init_args.train_samples", str(2 * bs),
-                     "--data.init_args.val_samples", str(bs)]
+        args += tiny_data_args(cls, init)
     return tokens[1:] + args
 
 

@@ -141,15 +141,20 @@ def fit_args(name: str, tmp_path: Path) -> list[str]:
         "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.num_nodes", "1",
         "--trainer.strategy", "auto", "--trainer.default_root_dir", str(tmp_path / "runs"),
     ]
+    args += tiny_data_args(cls, init)
+    extra = [str(a) for a in spec.get("args") or []]
+    return args + [str(REPO / a) if a.startswith("tests/data/") else a for a in extra]  # the test runs elsewhere
+
+
+def tiny_data_args(cls: type | None, init: dict) -> list[str]:
+    """No loader workers; synthetic DataModules: two training batches of at most 4 samples, one validation batch."""
     params = inspect.signature(cls).parameters if cls is not None else {}
-    if "num_workers" in params:
-        args += ["--data.init_args.num_workers", "0"]
+    args = ["--data.init_args.num_workers", "0"] if "num_workers" in params else []
     if cls is not None and "Synthetic" in cls.__name__:
         bs = min(4, int(init.get("batch_size", params["batch_size"].default if "batch_size" in params else 4)))
         args += ["--data.init_args.batch_size", str(bs),
                  "--data.init_args.train_samples", str(2 * bs), "--data.init_args.val_samples", str(bs)]
-    extra = [str(a) for a in spec.get("args") or []]
-    return args + [str(REPO / a) if a.startswith("tests/data/") else a for a in extra]  # the test runs elsewhere
+    return args
 
 
 def _cases():
