@@ -57,7 +57,7 @@ NAMED_RUNS = {"<UniTT run>": "configs/stereo/unitt_quickstart.yaml", "<MaDis run
 NOT_RUN = {
     "vitlab predict ... --data StereoPairsDataModule --data.pairs pairs.txt": "a fragment: the options after `...` "
     "extend the full predict command above it, which runs",
-    "vitlab test --config configs/stereo/zero_shot.yaml --ckpt_path <run> [--model ...] ": "a template of the three "
+    "vitlab test --config configs/stereo/zero_shot.yaml --ckpt_path <run> ": "a template of the three "
     "zero-shot commands above it, which run; its data roots are the real samples",
 }
 

@@ -207,3 +207,27 @@ def test_real_samples(tiny_run, shared_data):
         # a classical matcher on real KITTI frames: most pixels within the D1 rule, EPE a few px
         assert sgbm["kitti2015"]["metric_all"] < 30.0 and sgbm["kitti2015"]["epe_all"] < 5.0
         assert sgbm["eth3d"]["epe_all"] < 3.0
+
+
+def test_a_unitt_run_evaluates_without_naming_its_class(tmp_path, capsys):
+    """The config's StereoMatching is a base: the checkpoint's own subclass is rebuilt; `fit` still refuses it."""
+    from vitlab.core.cli import CheckpointMismatchError
+    from vitlab.stereo import UniTTStereo
+
+    shape = [NET + "enc_embed_dim", "32", NET + "enc_depth", "2", NET + "enc_num_heads", "2",
+             NET + "dec_embed_dim", "32", NET + "dec_depth", "2", NET + "dec_num_heads", "2",
+             NET + "img_size", "[32, 64]", NET + "layer_dims", "[16, 16, 32, 32]", NET + "feature_dim", "16",
+             NET + "last_dim", "8", NET + "corr_disparities", "24", NET + "corr_stride", "2",
+             "--data.init_args.size", "[32, 64]", "--data.init_args.batch_size", "2",
+             "--data.init_args.train_samples", "2", "--data.init_args.val_samples", "2"]
+    common = ["--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false",
+              "--trainer.default_root_dir", str(tmp_path / "runs")]
+    build_cli(["fit", "--config", str(REPO / "configs" / "stereo" / "unitt_quickstart.yaml"), *common,
+               "--trainer.max_steps", "1", "--trainer.limit_val_batches", "1", *shape])
+    run = tmp_path / "runs" / "version_0"
+    cli = _test(run, {"eth3d": FIXTURES["eth3d"]}, "--data.init_args.reference", "[]")
+    assert type(cli.model) is UniTTStereo
+    assert "eth3d" in capsys.readouterr().out
+    with pytest.raises(CheckpointMismatchError, match="UniTTStereo.*StereoMatching"):
+        build_cli(["fit", "--config", str(REPO / "configs" / "stereo" / "quickstart.yaml"), *common,
+                   "--trainer.max_steps", "2", "--ckpt_path", str(run), *shape])

@@ -11,7 +11,8 @@
   (:mod:`vitlab.core.runs`): logger files, ``checkpoints/``, ``config.yaml``, callback outputs. ``fit
   --ckpt_path last`` resumes the newest run; ``--ckpt_path <run folder>`` a chosen one.
 * ``--ckpt_path`` is checked before anything is built: a missing or corrupt file, or a checkpoint of a
-  different class than the config's model, is a one-line error. The module is rebuilt from the
+  different class than the config's model, is a one-line error (``validate`` / ``test`` / ``predict`` also
+  accept a subclass of it: an evaluation config may name a base class). The module is rebuilt from the
   checkpoint's hyper-parameters, and ``--model.*`` overrides given on the command line are applied on top.
 * Training fails loudly: :class:`~vitlab.core.callbacks.NonFiniteGuard` stops a run whose loss turns NaN
   (``fail_on_nonfinite: false`` turns it off), checkpoints are written atomically
@@ -197,7 +198,12 @@ class VitlabCLI(LightningCLI):
         hparams.pop("_instantiator", None)
         ckpt_cls = _import_class(hparams.get("_class_path"))
         cfg_cls = _class_of(cfg.get("model"))
-        if ckpt_cls is not None and cfg_cls is not None and ckpt_cls is not cfg_cls:
+        # Evaluation rebuilds the model from the checkpoint, so a config may name a base class for any of its
+        # methods (`zero_shot.yaml`: StereoMatching, which UniTTStereo / MaDisStereo extend). `fit` resumes a
+        # training method and keeps requiring the config's own class.
+        evaluates_subclass = (sub != "fit" and ckpt_cls is not None and cfg_cls is not None
+                              and issubclass(ckpt_cls, cfg_cls))
+        if ckpt_cls is not None and cfg_cls is not None and ckpt_cls is not cfg_cls and not evaluates_subclass:
             raise CheckpointMismatchError(
                 f"checkpoint {ckpt} was saved by {ckpt_cls.__module__}.{ckpt_cls.__qualname__}, but the config "
                 f"builds {cfg_cls.__module__}.{cfg_cls.__qualname__}: use the config the checkpoint was trained "
