@@ -69,3 +69,39 @@ def test_state_dict_round_trip_and_eval_mode_kept():
     fresh = nn.ModuleDict({"student": net(), "ema": EMATeacher(net())})
     fresh.load_state_dict(sd)
     assert int(fresh["ema"].num_updates) == 1
+
+
+@pytest.mark.parametrize("extra_eval_module", [False, True])
+def test_fit_start_warns_only_about_modules_other_than_the_teacher(extra_eval_module, tmp_path):
+    """Lightning's "modules in eval mode" warning is hidden for the teacher's modules, and only for them."""
+    import warnings
+
+    from lightning.pytorch import LightningModule, Trainer
+
+    class Module(LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 1))
+            self.teacher = EMATeacher(self.net)
+            self.frozen = nn.Linear(4, 4).eval() if extra_eval_module else None
+
+        def train(self, mode: bool = True):
+            super().train(mode)
+            if self.frozen is not None:
+                self.frozen.eval()
+            return self
+
+        def training_step(self, batch, batch_idx):
+            return self.net(batch).mean()
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.net.parameters(), lr=0.1)
+
+    trainer = Trainer(max_steps=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                      enable_model_summary=False, accelerator="cpu", default_root_dir=tmp_path)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        # the module (and the teacher's filter) is built inside the recording context
+        trainer.fit(Module(), train_dataloaders=torch.utils.data.DataLoader(torch.randn(4, 4), batch_size=2))
+    warned = [str(w.message) for w in caught if "in eval mode at the start of training" in str(w.message)]
+    assert bool(warned) == extra_eval_module, warned

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import math
+import warnings
 
 import torch
 from torch import nn
@@ -70,6 +71,11 @@ class EMATeacher(nn.Module):
         self.train_mode = train_mode
         self.teacher = copy.deepcopy(student).requires_grad_(False)
         self.teacher.train(train_mode)
+        if not train_mode:
+            # Lightning warns at fit start about modules in eval mode; the teacher's are so by design. Only the
+            # exact count is hidden, so any other module left in eval mode still changes the number and warns.
+            n = sum(1 for _ in self.teacher.modules())
+            warnings.filterwarnings("ignore", message=rf"Found {n} module\(s\) in eval mode at the start of training")
         # Optimizer steps applied so far; a buffer so it is checkpointed and restored on resume. The
         # host keeps its own copy so schedules and the once-per-step guard never read the device.
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
