@@ -133,7 +133,8 @@ def _silence_known_noise() -> None:
 
     class _DropTips(logging.Filter):
         def filter(self, record: logging.LogRecord) -> bool:
-            return "Tip:" not in record.getMessage() and "litlogger" not in record.getMessage()
+            message = record.getMessage()
+            return not any(k in message for k in ("Tip:", "litlogger", "Skipping setting a default `ModelSummary`"))
 
     for name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch", "lightning.fabric"):
         logging.getLogger(name).addFilter(_DropTips())
@@ -318,6 +319,8 @@ class VitlabCLI(LightningCLI):
     def _run_subcommand(self, subcommand: str) -> None:
         from vitlab.core.preemption import PREEMPTED_EXIT_CODE, PreemptionCheckpoint, SIGTERMException
 
+        if subcommand != "fit":  # an evaluation restores weights only: the training callbacks' states are not needed
+            warnings.filterwarnings("ignore", message=r".*callbacks used to create the checkpoint need to be provided")
         failed = True
         try:
             super()._run_subcommand(subcommand)
